@@ -1,0 +1,189 @@
+"""Style, content and total-variation costs for feed-forward style transfer.
+
+Pure functions on tensors (no Lightning, no Hydra) plus small ``nn.Module`` wrappers.
+
+Notation: a layer's activations ``a`` are ``[B, C, H, W]`` (``n_C = C``, ``n_H = H``, ``n_W = W``).
+
+Reference style cost (the one this package is built around)::
+
+    G[k, k']     = sum_i sum_j a[i, j, k] * a[i, j, k']                  (gram_matrix)
+    J_style[l]   = 1 / (2 n_H n_W n_C)^2 * sum_k sum_k' (G_S - G_G)^2    (style_layer_cost)
+    J_style      = sum_l lambda_l * J_style[l]                           (style_cost)
+    J            = alpha * J_content + beta * J_style + tv_weight * TV
+
+When the style image and the generated image differ in size, each Gram is scaled by its own
+``1 / (2 n_H n_W n_C)`` before the difference (``scaled_gram``); with equal sizes this is exactly the
+formula above.
+
+Other normalisations (``StyleNormalisation``), for comparison with other implementations:
+
+* ``"reference"``: as above.
+* ``"mean"``: the common PyTorch example. Gram divided by ``C*H*W``, then the mean of the squared
+  differences over the ``C*C`` entries. Since ``G/(C H W) = 2 * G/(2 C H W)``, it equals
+  ``4 / C^2 * J_style[l]`` (reference), so reference weights are ``lambda_l = 4/C^2 * lambda_mean``.
+* ``"energy"``: the reference cost divided by the style target's own energy
+  ``sum_kk' (G_S / (2 n_H n_W n_C))^2``. Scaling every activation of the loss network by ``s`` scales the
+  reference cost by ``s^4`` but leaves this one unchanged, so weights carry over between loss networks
+  (e.g. torchvision's VGG and a Caffe-scale VGG) and layers start on a comparable footing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+StyleNormalisation = Literal["reference", "mean", "energy"]
+STYLE_NORMALISATIONS: tuple[str, ...] = ("reference", "mean", "energy")
+
+
+def _check_activations(name: str, a: Tensor) -> None:
+    if a.dim() != 4:
+        raise ValueError(f"{name} must be [B, C, H, W] activations, got shape {tuple(a.shape)}")
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """Half-precision tensors become float32; float32 and float64 pass through (float64 for gradcheck)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def gram_matrix(a: Tensor) -> Tensor:
+    """Unnormalised Gram matrix ``G[b, k, k'] = sum_ij a[b, k, i, j] * a[b, k', i, j]``.
+
+    ``a``: ``[B, C, H, W]``. Returns ``[B, C, C]`` in float32 (float64 for float64 input), also under
+    autocast: bf16/fp16 sums over ``H*W`` products lose precision or overflow.
+    """
+    _check_activations("a", a)
+    batch, channels = a.shape[:2]
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        features = _at_least_float32(a).reshape(batch, channels, -1)
+        return torch.bmm(features, features.transpose(1, 2))
+
+
+def scaled_gram(a: Tensor) -> Tensor:
+    """Gram matrix divided by ``2 n_H n_W n_C`` (float32 ``[B, C, C]``): the form the reference cost compares."""
+    _check_activations("a", a)
+    channels, height, width = a.shape[1:]
+    return gram_matrix(a) / (2.0 * channels * height * width)
+
+
+def style_layer_cost_from_gram(
+    style_gram: Tensor, a_generated: Tensor, normalisation: StyleNormalisation = "reference"
+) -> Tensor:
+    """Layer style cost against a precomputed style target; one value per generated sample, ``[B]``.
+
+    ``style_gram``: ``scaled_gram`` of the style activations, ``[1, C, C]`` (broadcast) or ``[B, C, C]``.
+    ``a_generated``: ``[B, C, H, W]`` activations of the generated images (any ``H, W``).
+    ``normalisation``: see the module docstring; ``"reference"`` is ``J_style[l]``.
+    """
+    _check_activations("a_generated", a_generated)
+    if style_gram.dim() != 3 or style_gram.shape[-1] != a_generated.shape[1]:
+        raise ValueError(
+            f"style_gram {tuple(style_gram.shape)} does not match activations {tuple(a_generated.shape)}: "
+            "expected [1 or B, C, C] with C the channel count of the activations"
+        )
+    generated_gram = scaled_gram(a_generated)
+    style_gram = style_gram.to(generated_gram.dtype)
+    difference = style_gram - generated_gram
+    cost = difference.square().sum(dim=(1, 2))
+    if normalisation == "reference":
+        return cost
+    if normalisation == "mean":
+        channels = a_generated.shape[1]
+        return cost * (4.0 / channels**2)
+    if normalisation == "energy":
+        return cost / style_gram.square().sum(dim=(1, 2)).clamp_min(torch.finfo(cost.dtype).tiny)
+    raise ValueError(f"unknown style normalisation {normalisation!r}; choose one of {STYLE_NORMALISATIONS}")
+
+
+def style_layer_cost(
+    a_style: Tensor, a_generated: Tensor, normalisation: StyleNormalisation = "reference"
+) -> Tensor:
+    """Layer style cost ``J_style[l](S, G)``, ``[B]``.
+
+    ``a_style``: ``[1 or B, C, H_s, W_s]`` (batch 1 broadcasts); ``a_generated``: ``[B, C, H, W]``. Sizes
+    may differ: each Gram is scaled by its own ``1/(2 n_H n_W n_C)``.
+    """
+    return style_layer_cost_from_gram(scaled_gram(a_style), a_generated, normalisation)
+
+
+def style_cost(
+    style_grams: Mapping[str, Tensor],
+    generated_features: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    normalisation: StyleNormalisation = "reference",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``J_style = sum_l lambda_l * J_style[l]`` over the layers named in ``layer_weights``.
+
+    ``style_grams``: layer name -> ``scaled_gram`` of the style image; ``generated_features``: layer name ->
+    activations of the generated batch; ``layer_weights``: layer name -> ``lambda_l``.
+    Returns the weighted total ``[B]`` and the unweighted per-layer costs ``{name: [B]}``.
+    """
+    if not layer_weights:
+        raise ValueError("layer_weights is empty: name at least one style layer")
+    per_layer: dict[str, Tensor] = {}
+    total: Tensor | None = None
+    for name, weight in layer_weights.items():
+        if name not in style_grams or name not in generated_features:
+            raise KeyError(
+                f"style layer {name!r} missing: style targets have {sorted(style_grams)}, "
+                f"generated features have {sorted(generated_features)}"
+            )
+        per_layer[name] = style_layer_cost_from_gram(style_grams[name], generated_features[name], normalisation)
+        weighted = weight * per_layer[name]
+        total = weighted if total is None else total + weighted
+    assert total is not None
+    return total, per_layer
+
+
+def content_cost(a_content: Tensor, a_generated: Tensor) -> Tensor:
+    """Feature reconstruction cost: mean over ``C, H, W`` of ``(a_G - a_C)^2``, one value per sample ``[B]``."""
+    _check_activations("a_content", a_content)
+    _check_activations("a_generated", a_generated)
+    if a_content.shape != a_generated.shape:
+        raise ValueError(f"content {tuple(a_content.shape)} and generated {tuple(a_generated.shape)} differ in shape")
+    with torch.autocast(device_type=a_generated.device.type, enabled=False):
+        return (_at_least_float32(a_generated) - _at_least_float32(a_content)).square().mean(dim=(1, 2, 3))
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Smoothness penalty, ``[B]``: mean squared difference between vertical neighbours plus that between
+    horizontal neighbours, over channels and pixels. ``x``: ``[B, C, H, W]`` images in [0, 1]; independent of
+    image size, so one weight works at any resolution."""
+    _check_activations("x", x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = _at_least_float32(x)
+        vertical = (x[:, :, 1:, :] - x[:, :, :-1, :]).square().mean(dim=(1, 2, 3))
+        horizontal = (x[:, :, :, 1:] - x[:, :, :, :-1]).square().mean(dim=(1, 2, 3))
+    return vertical + horizontal
+
+
+class StyleLoss(nn.Module):
+    """Holds the style targets (scaled Grams of the style image) as buffers and computes ``style_cost``.
+
+    ``style_features``: layer name -> activations of the style image ``[1, C, H_s, W_s]``; the Grams are
+    computed once here. ``layer_weights``: ``lambda_l`` per layer.
+    """
+
+    def __init__(
+        self,
+        style_features: Mapping[str, Tensor],
+        layer_weights: Mapping[str, float],
+        normalisation: StyleNormalisation = "reference",
+    ) -> None:
+        super().__init__()
+        if normalisation not in STYLE_NORMALISATIONS:
+            raise ValueError(f"unknown style normalisation {normalisation!r}; choose one of {STYLE_NORMALISATIONS}")
+        self.layer_weights = dict(layer_weights)
+        self.normalisation: StyleNormalisation = normalisation
+        for name in self.layer_weights:
+            self.register_buffer(f"gram_{name}", scaled_gram(style_features[name].detach()))
+
+    def style_grams(self) -> dict[str, Tensor]:
+        """Layer name -> scaled style Gram ``[1, C, C]``."""
+        return {name: getattr(self, f"gram_{name}") for name in self.layer_weights}
+
+    def forward(self, generated_features: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        return style_cost(self.style_grams(), generated_features, self.layer_weights, self.normalisation)

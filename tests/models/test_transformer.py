@@ -1,0 +1,59 @@
+import pytest
+import torch
+from torch import nn
+
+from nst_fast.models import TransformerNet
+
+
+@pytest.fixture(scope="module")
+def net() -> TransformerNet:
+    torch.manual_seed(0)
+    return TransformerNet(base_channels=8, residual_blocks=2).eval()
+
+
+@pytest.mark.parametrize("size", [(5, 5), (6, 7), (31, 17), (181, 243), (64, 64)])
+def test_output_has_input_size_and_range(net: TransformerNet, size: tuple[int, int]) -> None:
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_crop_keeps_content_aligned(net: TransformerNet) -> None:
+    # The padded region only extends the image at the bottom/right: the top-left of an odd-sized image
+    # must match the same region of a run on the image that needs no padding, away from the seam.
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        full = net(x)
+        cropped = net(x[:, :, :63, :63])
+    # Instance norm statistics differ slightly with the size, so compare loosely, far from the border.
+    assert (full[:, :, :32, :32] - cropped[:, :, :32, :32]).abs().mean() < 0.02
+
+
+def test_default_architecture_matches_johnson() -> None:
+    net = TransformerNet()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs[:3]] == [32, 64, 128]
+    assert convs[0].kernel_size == (9, 9) and convs[-1].kernel_size == (9, 9) and convs[-1].out_channels == 3
+    assert [c.stride for c in convs[1:3]] == [(2, 2), (2, 2)]
+    assert len(net.residuals) == 5
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
+    assert sum(isinstance(m, nn.InstanceNorm2d) for m in net.modules()) == 2 + 1 + 10 + 2 + 0 + 0
+    assert sum(p.numel() for p in net.parameters()) == 1_679_235
+    assert net.config == {"base_channels": 32, "residual_blocks": 5}
+
+
+def test_too_small_input_is_a_clear_error(net: TransformerNet) -> None:
+    with pytest.raises(ValueError, match="H, W >= 5"):
+        net(torch.rand(1, 3, 4, 40))
+
+
+def test_gradients_flow(net: TransformerNet) -> None:
+    x = torch.rand(1, 3, 21, 19)
+    net.train()
+    net(x).mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad()
+    net.eval()

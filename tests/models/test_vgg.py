@@ -1,0 +1,88 @@
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import models
+
+from nst_fast.models import VGGFeatures
+from nst_fast.models import vgg as vgg_module
+
+
+def test_layer_names_follow_torchvision_indices() -> None:
+    names = vgg_module.layer_names("vgg16")
+    assert len(names) == len(models.vgg16().features)
+    assert names.index("relu1_2") == 3 and names.index("relu2_2") == 8
+    assert names.index("relu3_3") == 15 and names.index("relu4_3") == 22 and names.index("relu5_1") == 25
+    names19 = vgg_module.layer_names("vgg19")
+    assert len(names19) == len(models.vgg19().features) and names19.index("relu4_4") == 26
+
+
+def test_features_match_torchvision_slices(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = models.vgg16().features.eval()
+    path = tmp_path / "features.pth"
+    torch.save(reference.state_dict(), path)
+    net = VGGFeatures(["relu2_2", "relu1_2"], weights=path)
+    x = torch.rand(2, 3, 32, 32)
+    normalised = (x - torch.tensor(vgg_module.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        vgg_module.IMAGENET_STD
+    ).view(1, 3, 1, 1)
+    out = net(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out["relu1_2"], reference[:4](normalised))
+        torch.testing.assert_close(out["relu2_2"], reference[:9](normalised))
+    assert len(net.body) == 9  # truncated after relu2_2
+
+
+def test_frozen_and_always_eval() -> None:
+    net = VGGFeatures(["relu1_2"], weights="none")
+    net.train()
+    assert not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    assert net.min_input_size == 2
+    assert VGGFeatures(["relu4_3"], weights="none").min_input_size == 16
+
+
+def test_unknown_layer_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown vgg16 layer.*relu9_9.*relu1_1"):
+        VGGFeatures(["relu9_9"], weights="none")
+
+
+def test_whole_model_state_dict_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "vgg19_full.pth"
+    torch.save(models.vgg19().state_dict(), path)
+    VGGFeatures(["relu5_1"], arch="vgg19", weights=path)
+
+
+def test_wrong_state_dict_names_the_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "vgg19_features.pth"
+    torch.save(models.vgg19().features.state_dict(), path)
+    with pytest.raises(ValueError, match=r"unexpected keys .*'28\.weight'|shape mismatches"):
+        VGGFeatures(["relu1_2"], arch="vgg16", weights=path)
+    state = models.vgg16().features.state_dict()
+    state["0.weight"] = torch.zeros(64, 1, 3, 3)
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"0\.weight: file \(64, 1, 3, 3\) vs vgg16 \(64, 3, 3, 3\)"):
+        VGGFeatures(["relu1_2"], weights=path)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        VGGFeatures(["relu1_2"], weights=tmp_path / "nope.pth")
+
+
+def test_offline_imagenet_download_says_how_to_pass_local_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(vgg_module.models, "vgg16", offline)
+    with pytest.raises(RuntimeError, match=r"offline.*loss\.weights=/path/to/vgg16_features\.pth"):
+        VGGFeatures(["relu1_2"], weights="imagenet")
+
+
+def test_offline_hed_file_loads(hed_weights: Path) -> None:
+    net = VGGFeatures(["relu1_2", "relu4_3"], weights=hed_weights)
+    out = net(torch.rand(1, 3, 32, 32))
+    assert out["relu4_3"].shape == (1, 512, 4, 4)
+    assert out["relu1_2"].abs().mean() > 1.0  # Caffe-scale activations, see ../shared/README.md
