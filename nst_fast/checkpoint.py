@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from nst_fast import __version__
+from nst_fast.errors import NstFastError
 from nst_fast.models.transformer import TransformerNet
 
 CHECKPOINT_KEY = "nst_fast"
@@ -24,7 +25,7 @@ CHECKPOINT_FORMAT = 1
 STATE_PREFIX = "transformer."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NstFastError, ValueError):
     """A checkpoint that is missing, unreadable, or not an nst-fast checkpoint."""
 
 

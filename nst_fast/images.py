@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from nst_fast.errors import NstFastError
+
 #: Common still-image suffixes looked for in folders (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Images above this many pixels are refused (a 16k x 16k photo is 268M pixels); Pillow's own default is 89M.
 DEFAULT_MAX_PIXELS = 16384 * 16384
 
 
-class ImageReadError(ValueError):
+class ImageReadError(NstFastError, ValueError):
     """An image file that cannot be used: path and reason in the message."""
 
 
@@ -87,3 +89,75 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 def open_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """``open_image`` without the alpha channel: an 8-bit RGB image."""
     return open_image(path, max_pixels)[0]
+
+
+# --- Writing and colour handling for inference (nst-stylize) -------------------------------------------
+
+#: ITU-R BT.601 luma weights (the Y of JPEG's full-range YCbCr), used by ``preserve_color``.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: Suffixes Pillow writes as RGB(A); others (``.gif``, ``.pgm``) are written as ``.png`` in folder mode.
+WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+#: Suffixes whose formats store an alpha channel.
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
+
+
+def fit_within(image: Image.Image, max_size: int | None, resample: int = Image.Resampling.LANCZOS) -> Image.Image:
+    """``image`` downscaled (aspect kept) so that its longer side is at most ``max_size``; unchanged if smaller
+    or if ``max_size`` is ``None``."""
+    if not max_size or max(image.size) <= max_size:
+        return image
+    scale = max_size / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, resample)
+
+
+def preserve_color(content: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+    """Colour preservation by luminance-only transfer (Gatys et al. 2016, "Preserving colour in neural
+    artistic style transfer"): the luminance Y of ``stylized`` with the chrominance (Cb, Cr) of ``content``.
+
+    Both are float RGB arrays ``[..., H, W, 3]`` in [0, 1]; BT.601 full-range YCbCr, as in JPEG. Since Cb and Cr
+    are linear in ``RGB - Y``, this is ``content + (Y_stylized - Y_content)`` per channel, clipped to [0, 1].
+    """
+    content = np.asarray(content, dtype=np.float32)
+    stylized = np.asarray(stylized, dtype=np.float32)
+    if content.shape != stylized.shape or content.shape[-1] != 3:
+        raise ValueError(f"preserve_color needs two RGB arrays of one shape, got {content.shape} and {stylized.shape}")
+    delta = stylized @ LUMA_WEIGHTS - content @ LUMA_WEIGHTS
+    return np.clip(content + delta[..., None], 0.0, 1.0)
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Float [0, 1] -> uint8 [0, 255], rounded to nearest."""
+    return (np.clip(np.asarray(array, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_image(
+    path: str | os.PathLike, rgb: np.ndarray, alpha: Image.Image | None = None, *, quality: int = 95
+) -> Path:
+    """Write an RGB image (uint8 ``[H, W, 3]``, or float in [0, 1]) to ``path``, adding ``alpha`` (an 'L' image
+    of the same size) where the format stores one (PNG, TIFF, WebP); parent folders are created.
+
+    The file appears complete or not at all: it is written beside the target under a temporary name and renamed.
+    Raises ``OSError`` when it cannot be written and ``ValueError`` for a suffix Pillow does not write.
+    """
+    path = Path(path)
+    if rgb.dtype != np.uint8:
+        rgb = to_uint8(rgb)
+    image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    if alpha is not None and path.suffix.lower() in ALPHA_SUFFIXES:
+        if alpha.size != image.size:
+            alpha = alpha.resize(image.size, Image.Resampling.LANCZOS)
+        image.putalpha(alpha)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"{path}: Pillow cannot write {path.suffix or 'files without a suffix'!r}")
+    options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        image.save(partial, format=image_format, **options)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path

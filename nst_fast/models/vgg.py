@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from nst_fast.errors import ConfigError, MissingFileError, OfflineError
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,7 +28,7 @@ def layer_names(arch: str) -> list[str]:
     """Names of the modules of ``torchvision.models.<arch>().features``, in order:
     ``conv1_1, relu1_1, conv1_2, relu1_2, pool1, conv2_1, ...``."""
     if arch not in _BLOCKS:
-        raise ValueError(f"unknown loss network {arch!r}; choose one of {sorted(_BLOCKS)}")
+        raise ConfigError(f"unknown loss network {arch!r}; choose one of {sorted(_BLOCKS)}")
     names: list[str] = []
     for block, convs in enumerate(_BLOCKS[arch], start=1):
         for conv in range(1, convs + 1):
@@ -52,7 +54,7 @@ def _load_imagenet(arch: str) -> nn.Sequential:
     try:
         return getattr(models, arch)(weights=weights_enum).features
     except (OSError, RuntimeError, ValueError) as error:
-        raise RuntimeError(
+        raise OfflineError(
             f"could not load ImageNet weights for {arch} ({type(error).__name__}: {error}). torchvision "
             f"downloads them once from the internet into {torch.hub.get_dir()}; this machine seems offline. "
             f"Pass a local state dict of torchvision's {arch}().features instead: loss.weights=/path/to/{arch}_features.pth"
@@ -63,16 +65,16 @@ def _load_imagenet(arch: str) -> nn.Sequential:
 
 def _load_state_dict_file(arch: str, path: Path) -> nn.Sequential:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"loss network weights file {str(path)!r} does not exist; pass a state dict of torchvision's "
             f"{arch}().features (keys 0.weight ... ), or loss.weights=imagenet to download torchvision's"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a state dict we can read"
-        raise ValueError(f"could not read loss network weights {str(path)!r}: {error}") from error
+        raise ConfigError(f"could not read loss network weights {str(path)!r}: {error}") from error
     if not isinstance(state, Mapping):
-        raise ValueError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict of {arch}().features")
+        raise ConfigError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict of {arch}().features")
     # A whole-model state dict (features.*, classifier.*) is accepted too.
     if any(key.startswith("features.") for key in state):
         state = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
@@ -86,7 +88,7 @@ def _load_state_dict_file(arch: str, path: Path) -> nn.Sequential:
         if tuple(state[key].shape) != tuple(expected[key].shape)
     ]
     if missing or unexpected or wrong_shapes:
-        raise ValueError(
+        raise ConfigError(
             f"{str(path)!r} is not a state dict of torchvision's {arch}().features: "
             f"missing keys {missing[:6]}{'...' if len(missing) > 6 else ''}, "
             f"unexpected keys {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}, "
@@ -115,7 +117,7 @@ class VGGFeatures(nn.Module):
             raise ValueError("VGGFeatures needs at least one layer name")
         unknown = [layer for layer in self.layers if layer not in names]
         if unknown:
-            raise ValueError(f"unknown {arch} layer(s) {unknown}; valid names are {names}")
+            raise ConfigError(f"unknown {arch} layer(s) {unknown}; valid names are {names}")
         self.arch = arch
         weights_str = str(weights)
         if weights_str == "imagenet":
@@ -145,13 +147,19 @@ class VGGFeatures(nn.Module):
         """Smallest input side for which the deepest layer still has 2x2 activations."""
         return 2 * downsampling_factor(self.arch, self.names[-1])
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, layers: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Activations of ``layers`` (default: all the layers this network was built for). The pass stops
+        at the deepest one asked for, so a shallow content target costs only the first few convolutions."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected RGB images [B, 3, H, W] in [0, 1], got shape {tuple(x.shape)}")
+        wanted = set(self.layers if layers is None else layers)
+        unknown = wanted - set(self.layers)
+        if unknown:
+            raise ValueError(f"layers {sorted(unknown)} were not requested when building the network ({self.layers})")
+        depth = max(self.names.index(layer) for layer in wanted) + 1
         h = (x - self.mean) / self.std
-        wanted = set(self.layers)
         out: dict[str, Tensor] = {}
-        for name, module in zip(self.names, self.body):
+        for name, module in zip(self.names[:depth], self.body):
             h = module(h)
             if name in wanted:
                 out[name] = h

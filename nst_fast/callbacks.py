@@ -1,0 +1,159 @@
+"""Lightning callbacks: preview images, throughput, graceful interrupts and a whole-run progress bar."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+from torchvision.utils import make_grid
+
+log = logging.getLogger(__name__)
+
+
+def _tensorboard(trainer: pl.Trainer) -> Any | None:
+    """The TensorBoard ``SummaryWriter`` of the trainer's loggers, or ``None``."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class ImageLogger(Callback):
+    """Every ``every_n_steps`` steps, log a grid of a fixed set of content images (top row) above their
+    stylised versions (bottom row) to TensorBoard as ``preview``; the style image once as ``style``.
+
+    ``num_images`` content images come from the datamodule's ``preview_images`` at ``size`` pixels.
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 4, size: int = 256) -> None:
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.size = size
+        self.content: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or _tensorboard(trainer) is None:
+            return
+        self.content = trainer.datamodule.preview_images(self.num_images, self.size)
+        style_path = pl_module.style.get("image")
+        if style_path:
+            from nst_fast.data import load_style_image
+
+            _tensorboard(trainer).add_image("style", load_style_image(style_path, self.size)[0], 0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.content is None or step % self.every_n_steps != 0:
+            return
+        self.log_preview(trainer, pl_module, step)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.content is not None and trainer.global_step % self.every_n_steps != 0:
+            self.log_preview(trainer, pl_module, trainer.global_step)
+
+    @torch.no_grad()
+    def log_preview(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        assert self.content is not None
+        content = self.content.to(pl_module.device)
+        stylised = pl_module(content).float().clamp(0, 1)
+        grid = make_grid(torch.cat([content, stylised]), nrow=len(content), padding=2)
+        _tensorboard(trainer).add_image("preview", grid.cpu(), step)
+
+
+class Throughput(Callback):
+    """Logs training throughput ``perf/images_per_s`` (all devices together) over each logging interval."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.images = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.images += batch["image"].shape[0] * trainer.world_size
+        if trainer.global_step % trainer.log_every_n_steps == 0 and self.start is not None:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)
+            elapsed = time.perf_counter() - self.start
+            pl_module.log("perf/images_per_s", self.images / elapsed, batch_size=1)
+            self.start, self.images = time.perf_counter(), 0
+
+
+class GracefulInterrupt(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save ``last.ckpt`` and stop training.
+
+    A second Ctrl-C interrupts at once. Under DDP a signal on any rank stops all of them together.
+    ``signal_received`` tells the caller which signal stopped the run (``None`` if none did).
+    """
+
+    def __init__(self) -> None:
+        self.signal_received: int | None = None
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signal_received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_received = signum
+        log.warning("received %s: stopping after this step and saving a checkpoint", signal.Signals(signum).name)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.signal_received, self.stopping = None, False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handler)
+            except ValueError:  # not the main thread: leave signals alone
+                return
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.signal_received is not None, all=False):
+            self.stopping = True
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        if self.stopping:
+            path = last_checkpoint_path(trainer)
+            trainer.save_checkpoint(path)
+            if trainer.is_global_zero:
+                log.warning("interrupted at step %d; checkpoint saved to %s", trainer.global_step, path)
+
+
+def last_checkpoint_path(trainer: pl.Trainer) -> Path:
+    """``last.ckpt`` in the checkpoint callback's folder (or the run's root folder without one)."""
+    callback = trainer.checkpoint_callback
+    directory = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(trainer.default_root_dir)
+    return directory / "last.ckpt"
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One progress bar for the whole run (global step out of ``max_steps``, with ETA), instead of one per epoch."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.current_epoch == 0 or self.train_progress_bar.total != trainer.max_steps:
+            self.train_progress_bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+            self.train_progress_bar.initial = trainer.global_step
+            self.train_progress_bar.n = trainer.global_step
+        self.train_progress_bar.set_description("Training")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if trainer.global_step % self.refresh_rate == 0 or trainer.global_step == trainer.max_steps:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.refresh()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

@@ -1,0 +1,18 @@
+"""Exceptions for mistakes a user can fix. Entry points print their message on one line and exit non-zero,
+without a traceback; anything else is a bug and keeps its traceback."""
+
+
+class NstFastError(Exception):
+    """A mistake the user can fix: the message says what was wrong, with the value, and what to do."""
+
+
+class ConfigError(NstFastError, ValueError):
+    """A configuration value out of range or inconsistent; the message names the key."""
+
+
+class MissingFileError(NstFastError, FileNotFoundError):
+    """A file the user named does not exist."""
+
+
+class OfflineError(NstFastError, RuntimeError):
+    """Something had to be downloaded and could not be."""

@@ -1,0 +1,93 @@
+"""The training job: compose the configured pieces and fit. ``train.py`` is a thin Hydra wrapper around
+``train``; tests call it directly with a composed config."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nst_fast.callbacks import GracefulInterrupt, last_checkpoint_path
+from nst_fast.checkpoint_io import AtomicCheckpointIO
+from nst_fast.config import validate_train_config
+from nst_fast.data import ContentDataModule, load_style_image
+from nst_fast.errors import ConfigError, MissingFileError
+from nst_fast.module import StyleTransferModule
+from nst_fast.perceptual import PerceptualLoss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where the run wrote its checkpoint, how far it got, and whether a signal stopped it."""
+
+    last_checkpoint: Path | None
+    global_step: int
+    interrupted_by: int | None
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a config group holding named objects (callbacks, loggers)."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def build_datamodule(cfg: DictConfig) -> ContentDataModule:
+    """The content data, checked: the folder exists and holds at least one readable image."""
+    datamodule: ContentDataModule = instantiate(cfg.data)
+    datamodule.check()
+    return datamodule
+
+
+def build_module(cfg: DictConfig) -> StyleTransferModule:
+    """Transformation network, loss network and style targets, from the config."""
+    loss: PerceptualLoss = instantiate(cfg.loss)
+    if cfg.data.image_size < loss.min_input_size:
+        raise ConfigError(
+            f"data.image_size={cfg.data.image_size} is too small for the deepest loss layer of {cfg.loss.network} "
+            f"({loss.features.names[-1]}): it needs crops of at least {loss.min_input_size} pixels"
+        )
+    style_image = load_style_image(cfg.style.image, cfg.style.size)
+    return StyleTransferModule(
+        transformer=instantiate(cfg.model),
+        loss=loss,
+        style_image=style_image,
+        optimizer=instantiate(cfg.optimizer),
+        style={"name": cfg.style.name, "image": str(cfg.style.image), "size": int(cfg.style.size)},
+        channels_last=cfg.channels_last,
+        max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
+    )
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Validate ``cfg``, build data, module, loggers and callbacks, and fit (resuming from ``cfg.ckpt_path``)."""
+    validate_train_config(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not Path(ckpt_path).expanduser().is_file():
+        raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        experiment = getattr(logger, "experiment", None)
+        if trainer.is_global_zero and hasattr(experiment, "add_text"):
+            experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    interrupt = next((c for c in callbacks if isinstance(c, GracefulInterrupt)), None)
+    last = last_checkpoint_path(trainer)
+    return TrainResult(
+        last_checkpoint=last if last.is_file() else None,
+        global_step=trainer.global_step,
+        interrupted_by=interrupt.signal_received if interrupt is not None and interrupt.stopping else None,
+    )
