@@ -88,8 +88,9 @@ class Throughput(Callback):
             self.start, self.images = time.perf_counter(), 0
 
 
-class GracefulInterrupt(Callback):
-    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save ``last.ckpt`` and stop training.
+class FinalCheckpoint(Callback):
+    """Saves ``last.ckpt`` when training ends: at ``max_steps``, or early on Ctrl-C (SIGINT) or SIGTERM,
+    which finish the current step first. So ``last.ckpt`` always holds the final state of the run.
 
     A second Ctrl-C interrupts at once. Under DDP a signal on any rank stops all of them together.
     ``signal_received`` tells the caller which signal stopped the run (``None`` if none did).
@@ -123,11 +124,13 @@ class GracefulInterrupt(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-        if self.stopping:
-            path = last_checkpoint_path(trainer)
-            trainer.save_checkpoint(path)
-            if trainer.is_global_zero:
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            if self.stopping:
                 log.warning("interrupted at step %d; checkpoint saved to %s", trainer.global_step, path)
+            else:
+                log.info("finished at step %d; checkpoint saved to %s", trainer.global_step, path)
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> Path:

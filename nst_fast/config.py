@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
 from omegaconf import DictConfig, OmegaConf
 
 from nst_fast.errors import ConfigError
@@ -28,25 +26,33 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", asset_path)
 
 
-def _require(cfg: DictConfig, key: str, condition: Any, requirement: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is out of range: it must be {requirement}")
+def _check_number(
+    cfg: DictConfig, key: str, minimum: float, *, integer: bool = False, exclusive: bool = False, optional: bool = False
+) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ConfigError(f"{key}={value!r} has the wrong type: it must be {kind}")
+    if value < minimum or (exclusive and value == minimum):
+        bound = f"> {minimum}" if exclusive else f">= {minimum}"
+        raise ConfigError(f"{key}={value!r} is out of range: it must be {kind} {bound}")
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    """Reject out-of-range values before anything is built, naming the key."""
-    loss = cfg.loss
+    """Reject wrongly typed or out-of-range values before anything is built, naming the key."""
     for key in ("content_weight", "style_weight", "tv_weight"):
-        _require(cfg, f"loss.{key}", loss[key] >= 0, ">= 0")
-    _require(cfg, "loss.style_layers", len(loss.style_layers) > 0, "a non-empty mapping layer -> lambda_l")
-    for name, weight in loss.style_layers.items():
-        _require(cfg, f"loss.style_layers.{name}", weight >= 0, ">= 0")
-    _require(cfg, "style.size", cfg.style.size > 0, "a positive number of pixels")
-    _require(cfg, "data.image_size", cfg.data.image_size > 0, "a positive number of pixels")
-    _require(cfg, "data.batch_size", cfg.data.batch_size >= 1, ">= 1")
-    _require(cfg, "data.num_workers", cfg.data.num_workers >= 0, ">= 0")
-    samples = cfg.data.get("samples_per_epoch")
-    _require(cfg, "data.samples_per_epoch", samples is None or samples >= 1, "null or >= 1")
-    _require(cfg, "trainer.max_steps", cfg.trainer.max_steps > 0, "> 0")
-    _require(cfg, "optimizer.lr", cfg.optimizer.lr > 0, "> 0")
-    _require(cfg, "max_consecutive_nonfinite", cfg.max_consecutive_nonfinite >= 1, ">= 1")
+        _check_number(cfg, f"loss.{key}", 0)
+    if not cfg.loss.style_layers:
+        raise ConfigError("loss.style_layers is empty: it must map at least one layer name to its weight lambda_l")
+    for name in cfg.loss.style_layers:
+        _check_number(cfg, f"loss.style_layers.{name}", 0)
+    _check_number(cfg, "style.size", 0, integer=True, exclusive=True)
+    _check_number(cfg, "data.image_size", 0, integer=True, exclusive=True)
+    _check_number(cfg, "data.batch_size", 1, integer=True)
+    _check_number(cfg, "data.num_workers", 0, integer=True)
+    _check_number(cfg, "data.samples_per_epoch", 1, integer=True, optional=True)
+    _check_number(cfg, "trainer.max_steps", 0, integer=True, exclusive=True)
+    _check_number(cfg, "optimizer.lr", 0, exclusive=True)
+    _check_number(cfg, "max_consecutive_nonfinite", 1, integer=True)

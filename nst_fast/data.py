@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from nst_fast.errors import ConfigError, MissingFileError
 from nst_fast.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, list_images, open_rgb
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
 def load_style_image(path: str | os.PathLike, size: int) -> Tensor:
     """The style image as ``[1, 3, H, W]`` in [0, 1], its shorter side scaled to ``size``.
 
-    Raises ``FileNotFoundError``/``ImageReadError`` naming the path (``style.image``) when it is missing or unreadable.
+    Raises ``MissingFileError``/``ImageReadError`` naming the path (``style.image``) when it is missing or unreadable.
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"style.image={str(path)!r} does not exist; pass a path to a painting (jpg/png)")
+        raise MissingFileError(f"style.image={str(path)!r} does not exist; pass a path to a painting (jpg/png)")
     try:
         image = open_rgb(path)
     except ImageReadError as error:
@@ -141,13 +142,13 @@ class ContentDataModule(pl.LightningDataModule):
         self.files: list[Path] = []
 
     def check(self) -> None:
-        """Find the images and make sure at least one decodes; raises ``ValueError`` naming ``data.root``
-        otherwise. Cheap: stops at the first readable file."""
+        """Find the images and make sure at least one decodes; raises an error naming ``data.root``
+        otherwise (``ConfigError``). Cheap: stops at the first readable file."""
         if not self.root.is_dir():
-            raise ValueError(f"data.root={str(self.root)!r} is not a folder")
+            raise ConfigError(f"data.root={str(self.root)!r} is not a folder")
         self.files = list_images(self.root)
         if not self.files:
-            raise ValueError(
+            raise ConfigError(
                 f"data.root={str(self.root)!r} holds no images (looked recursively for {', '.join(IMAGE_SUFFIXES)})"
             )
         failures: list[str] = []
@@ -157,7 +158,7 @@ class ContentDataModule(pl.LightningDataModule):
                 return
             except ImageReadError as error:
                 failures.append(str(error))
-        raise ValueError(
+        raise ConfigError(
             f"data.root={str(self.root)!r}: none of its {len(self.files)} image files is readable, e.g. {failures[0]}"
         )
 

@@ -67,6 +67,9 @@ class StyleTransferModule(pl.LightningModule):
         generated = self.transformer(content)
         return self.loss(target, generated)
 
+    def on_train_start(self) -> None:
+        log.info("rank %d of %d training on %s", self.global_rank, self.trainer.world_size, self.device)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         self._report_skipped(batch.get("skipped", []))
         costs = self.compute_costs(batch["image"])

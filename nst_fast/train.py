@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nst_fast.callbacks import GracefulInterrupt, last_checkpoint_path
+from nst_fast.callbacks import FinalCheckpoint, last_checkpoint_path
 from nst_fast.checkpoint_io import AtomicCheckpointIO
 from nst_fast.config import validate_train_config
 from nst_fast.data import ContentDataModule, load_style_image
@@ -48,13 +48,13 @@ def build_datamodule(cfg: DictConfig) -> ContentDataModule:
 
 def build_module(cfg: DictConfig) -> StyleTransferModule:
     """Transformation network, loss network and style targets, from the config."""
+    style_image = load_style_image(cfg.style.image, cfg.style.size)
     loss: PerceptualLoss = instantiate(cfg.loss)
     if cfg.data.image_size < loss.min_input_size:
         raise ConfigError(
             f"data.image_size={cfg.data.image_size} is too small for the deepest loss layer of {cfg.loss.network} "
             f"({loss.features.names[-1]}): it needs crops of at least {loss.min_input_size} pixels"
         )
-    style_image = load_style_image(cfg.style.image, cfg.style.size)
     return StyleTransferModule(
         transformer=instantiate(cfg.model),
         loss=loss,
@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> TrainResult:
         if trainer.is_global_zero and hasattr(experiment, "add_text"):
             experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    interrupt = next((c for c in callbacks if isinstance(c, GracefulInterrupt)), None)
+    interrupt = next((c for c in callbacks if isinstance(c, FinalCheckpoint)), None)
     last = last_checkpoint_path(trainer)
     return TrainResult(
         last_checkpoint=last if last.is_file() else None,

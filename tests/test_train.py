@@ -1,0 +1,95 @@
+"""End-to-end training: the smoke experiment, TensorBoard contents, checkpoints, resume, bad input."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import events, run_train
+
+from nst_fast.checkpoint import load_transformer
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke")
+    run_train("experiment=smoke", f"hydra.run.dir={run_dir}", cwd=tmp_path_factory.mktemp("cwd"))
+    return run_dir
+
+
+def test_smoke_writes_checkpoints(smoke_run: Path) -> None:
+    checkpoints = smoke_run / "checkpoints"
+    assert {p.name for p in checkpoints.glob("*.ckpt")} == {"step_000003.ckpt", "step_000006.ckpt", "last.ckpt"}
+    assert not list(checkpoints.glob("*.tmp")), "no temporary checkpoint files may be left behind"
+    checkpoint = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 6
+    assert checkpoint["optimizer_states"][0]["state"][0]["step"].item() == 6
+    assert not any(key.startswith("loss.features.") for key in checkpoint["state_dict"]), "VGG weights are not stored"
+    network, info = load_transformer(checkpoints / "last.ckpt")
+    assert info.transformer == {"base_channels": 8, "residual_blocks": 1}
+    assert info.style["name"] == "starry" and info.global_step == 6
+    assert network(torch.rand(1, 3, 33, 35)).shape == (1, 3, 33, 35)
+
+
+def test_smoke_logs_scalars_images_and_config(smoke_run: Path) -> None:
+    accumulator = events(smoke_run)
+    scalars = set(accumulator.Tags()["scalars"])
+    expected = {
+        "train/loss", "train/content", "train/style", "train/total_variation", "lr-Adam", "perf/images_per_s",
+        "train/style_layer/relu1_2", "train/style_layer/relu4_3", "train/style_weighted/relu3_3",
+    }
+    assert expected <= scalars
+    losses = accumulator.Scalars("train/loss")
+    assert [event.step for event in losses][-1] >= 5 and all(torch.isfinite(torch.tensor(e.value)) for e in losses)
+    assert "preview" in accumulator.Tags()["images"] and "style" in accumulator.Tags()["images"]
+    previews = accumulator.Images("preview")
+    assert [image.step for image in previews] == [3, 6]
+    # Two content images above their stylised versions: 2 rows of 32 px plus padding.
+    assert previews[0].height == 2 * 32 + 3 * 2 and previews[0].width == 2 * 32 + 3 * 2
+    assert any("config" in tag for tag in accumulator.Tags()["tensors"])
+    assert (smoke_run / ".hydra" / "config.yaml").is_file()
+
+
+def test_resume_continues_global_step_and_optimiser(smoke_run: Path, tmp_path: Path) -> None:
+    start = smoke_run / "checkpoints" / "step_000003.ckpt"
+    run_train(
+        "experiment=smoke", f"ckpt_path={start}", "trainer.max_steps=8", f"hydra.run.dir={tmp_path / 'resumed'}",
+        cwd=tmp_path,
+    )
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 8
+    assert checkpoint["optimizer_states"][0]["state"][0]["step"].item() == 8
+    losses = events(tmp_path / "resumed").Scalars("train/loss")
+    assert min(event.step for event in losses) >= 3, "a resumed run starts from the checkpoint's step"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["style=monet"], "Available options in 'style'"),
+        (["style.image=/nonexistent/painting.jpg"], "style.image='/nonexistent/painting.jpg' does not exist"),
+        (["data.image_size=8"], "data.image_size=8 is too small"),
+        (["data.batch_size=0"], "data.batch_size=0 is out of range"),
+        (["loss.style_weight=-1"], "loss.style_weight=-1 is out of range"),
+        (["data.batch_size=four"], "data.batch_size='four' has the wrong type: it must be an integer"),
+        (["loss.no_such_key=1"], "Could not override 'loss.no_such_key'"),
+        (["ckpt_path=/nonexistent.ckpt"], "ckpt_path='/nonexistent.ckpt' does not exist"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path: Path, overrides: list[str], message: str) -> None:
+    result = run_train("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_empty_data_folder_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    result = run_train(
+        "experiment=smoke", "data=folder", f"data.root={tmp_path / 'photos'}", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path, check=False,
+    )
+    assert result.returncode == 2
+    assert "holds no images" in result.stderr and "Traceback" not in result.stderr
