@@ -36,14 +36,14 @@ def _to_8bit_or_float(image: Image.Image) -> Image.Image:
     """16-bit and 32-bit integer/float modes -> 8-bit 'L' keeping the full range."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         array = np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0
-        return Image.fromarray((array * 255.0 + 0.5).astype(np.uint8), mode="L")
+        return Image.fromarray((array * 255.0 + 0.5).astype(np.uint8))
     if image.mode == "I":
         array = np.asarray(image, dtype=np.int64).astype(np.float32)
         scale = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return Image.fromarray((np.clip(array / scale, 0, 1) * 255.0 + 0.5).astype(np.uint8), mode="L")
+        return Image.fromarray((np.clip(array / scale, 0, 1) * 255.0 + 0.5).astype(np.uint8))
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
-        return Image.fromarray((np.clip(array, 0, 1) * 255.0 + 0.5).astype(np.uint8), mode="L")
+        return Image.fromarray((np.clip(array, 0, 1) * 255.0 + 0.5).astype(np.uint8))
     return image
 
 
@@ -59,6 +59,9 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             raise ImageReadError(f"{path}: empty file (0 bytes)")
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    # Our own limit (max_pixels) replaces Pillow's for this read, so that it is the one in force.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -75,6 +78,8 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     image = _to_8bit_or_float(image)
     alpha: Image.Image | None = None
     if image.mode == "P":

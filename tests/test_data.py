@@ -1,0 +1,92 @@
+"""Content data: awkward formats are read, bad files are skipped and reported, empty folders are errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from image_factory import gradient, write_bad_images, write_good_images
+
+from nst_fast.data import ContentDataModule, ContentImages, collate, load_style_image
+from nst_fast.errors import ConfigError, MissingFileError
+from nst_fast.images import ImageReadError, list_images, open_image, open_rgb
+
+
+def test_awkward_formats_become_rgb(tmp_path: Path) -> None:
+    files = write_good_images(tmp_path)
+    for path in files.values():
+        image = open_rgb(path)
+        assert image.mode == "RGB", path
+    rotated = open_rgb(files["rotated"])
+    assert rotated.size == (60, 80), "EXIF orientation 6 turns the 80x60 photo upright"
+    rgba, alpha = open_image(files["rgba"])
+    assert alpha is not None and alpha.size == rgba.size
+    sixteen = np.asarray(open_rgb(files["sixteen"]))
+    expected = gradient(80, 60)[..., 0]
+    assert np.abs(sixteen[..., 0].astype(int) - expected).max() <= 1, "16-bit values keep their full range"
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("truncated", "not a readable image"), ("empty", "empty file"),
+                                              ("text", "not a readable image"), ("bomb", "over the limit")])
+def test_bad_files_raise_with_path_and_reason(tmp_path: Path, kind: str, reason: str) -> None:
+    path = write_bad_images(tmp_path)[kind]
+    with pytest.raises(ImageReadError, match=reason) as error:
+        open_rgb(path, max_pixels=100_000_000)
+    assert str(path) in str(error.value)
+
+
+def test_dataset_skips_bad_files_and_reports_them(tmp_path: Path) -> None:
+    good = write_good_images(tmp_path / "photos")
+    bad = write_bad_images(tmp_path / "photos" / "broken")
+    files = list_images(tmp_path / "photos")
+    assert len(files) == len(good) + len(bad)
+    dataset = ContentImages(files, image_size=32, max_pixels=100_000_000)
+    items = [dataset[i] for i in range(len(dataset))]
+    assert all(item["image"].shape == (3, 32, 32) for item in items)
+    assert all(0 <= item["image"].min() and item["image"].max() <= 1 for item in items)
+    reported = {report.split(":")[0] for item in items for report in item["skipped"]}
+    assert reported == {str(path) for path in bad.values()}
+    batch = collate(items[:3])
+    assert batch["image"].shape == (3, 3, 32, 32) and isinstance(batch["skipped"], list)
+
+
+def test_small_images_are_upscaled_to_the_crop(tmp_path: Path) -> None:
+    files = write_good_images(tmp_path)
+    crop = ContentImages([files["tiny"]], image_size=48)[0]["image"]
+    assert crop.shape == (3, 48, 48)
+
+
+def test_samples_per_epoch_repeats_files(tmp_path: Path) -> None:
+    files = write_good_images(tmp_path)
+    assert len(ContentImages([files["rgb"]], 16, samples_per_epoch=10)) == 10
+
+
+def test_datamodule_errors_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a folder"):
+        ContentDataModule(tmp_path / "missing").check()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no images"):
+        ContentDataModule(tmp_path / "empty").check()
+    write_bad_images(tmp_path / "broken")
+    with pytest.raises(ConfigError, match="none of its 4 image files is readable"):
+        ContentDataModule(tmp_path / "broken", max_pixels=100_000_000).check()
+
+
+def test_datamodule_loader_and_preview(tmp_path: Path) -> None:
+    write_good_images(tmp_path)
+    datamodule = ContentDataModule(tmp_path, image_size=24, batch_size=3, num_workers=0)
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (3, 3, 24, 24)
+    preview = datamodule.preview_images(2, 24)
+    torch.testing.assert_close(preview, datamodule.preview_images(2, 24)), "preview images are fixed"
+
+
+def test_style_image_resized_by_shorter_side(tmp_path: Path) -> None:
+    files = write_good_images(tmp_path)
+    assert load_style_image(files["rgb"], 30).shape == (1, 3, 30, 40)
+    with pytest.raises(MissingFileError, match="style.image="):
+        load_style_image(tmp_path / "nope.jpg", 30)
+    with pytest.raises(ImageReadError, match="style.image"):
+        load_style_image(write_bad_images(tmp_path / "bad")["text"], 30)
