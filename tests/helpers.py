@@ -29,3 +29,14 @@ def events(run_dir: Path) -> EventAccumulator:
     accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     accumulator.Reload()
     return accumulator
+
+
+def compose_train_config(*overrides: str):
+    """The training config as ``train.py`` would see it (without Hydra's runtime section)."""
+    from hydra import compose, initialize_config_dir
+
+    from nst_fast.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
