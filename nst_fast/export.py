@@ -1,0 +1,449 @@
+"""Export a training checkpoint to files that run without this package, and verify them.
+
+``export_checkpoint(ckpt)`` writes into ``RUN/export/`` (for ``RUN/checkpoints/last.ckpt``), named after the style:
+
+- ``NAME.onnx``: ``torch.onnx.export(dynamo=True)``, opset 18, one self-contained file; input ``image`` float32
+  ``[N, 3, H, W]`` RGB in [0, 1] (N, H, W dynamic, H, W >= 5), output ``stylized`` of the same shape.
+- ``NAME.torchscript.pt``: ``torch.jit.trace`` of the same network (an extra; TorchScript is deprecated in
+  recent PyTorch), with the metadata as the extra file ``nst_fast.json``.
+- optionally ``NAME.fp16.onnx``: float16 weights and activations, float32 I/O; instance normalisation is
+  computed in float32 (casts around it), since its variance is where fp16 loses precision or overflows.
+- optionally ``NAME.uint8.onnx``: ``image`` uint8 ``[H, W, 3]`` RGB -> ``stylized`` uint8 ``[H, W, 3]``, for
+  consumers that should need no pre- or post-processing.
+
+Every file is run before anything is moved into place (ONNX Runtime, CPU provider, for ONNX; ``torch.jit.load``
+for TorchScript) at an odd size and at batch 2, and compared with the eager network from the checkpoint.
+Files are written into a temporary folder beside ``out_dir`` and moved there only when all pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from nst_fast import __version__
+from nst_fast.checkpoint import CheckpointInfo, load_transformer
+from nst_fast.errors import NstFastError
+from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
+from nst_fast.stylize import (
+    EXPORT_FORMAT,
+    INPUT_DESCRIPTIONS,
+    INPUT_NAME,
+    LAYOUT_HWC_UINT8,
+    LAYOUT_NCHW_FLOAT,
+    META_FORMAT,
+    META_INPUT,
+    META_LAYOUT,
+    META_PRECISION,
+    META_STEPS,
+    META_STYLE_IMAGE,
+    META_STYLE_NAME,
+    META_TRANSFORMER,
+    META_VERSION,
+    OUTPUT_NAME,
+    TORCHSCRIPT_META_FILE,
+)
+
+#: Default verification tolerances (max abs difference to the eager float32 network).
+FP32_TOLERANCE = 1e-3  # on the [0, 1] scale
+FP16_TOLERANCE = 1e-2  # on the [0, 1] scale, about 2.5 grey levels: fp16 has an 11-bit mantissa
+UINT8_TOLERANCE = 2  # grey levels, after rounding the eager output the same way
+#: Verification inputs: an odd size, and a batch of 2 at another size (NCHW); uint8 models take single HWC images.
+VERIFY_SHAPES = ((1, 3, 181, 243), (2, 3, 96, 128))
+VERIFY_SHAPES_UINT8 = ((181, 243, 3), (96, 128, 3))
+
+
+class ExportError(NstFastError, RuntimeError):
+    """An expected export failure (bad checkpoint, unwritable output, failed verification): one line."""
+
+
+@dataclass
+class ExportedFile:
+    path: Path
+    kind: str
+    max_abs_diff: float
+    tolerance: float
+    shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    info: CheckpointInfo
+    files: list[ExportedFile] = field(default_factory=list)
+
+    def file(self, kind: str) -> Path:
+        return next(f.path for f in self.files if f.kind == kind)
+
+
+# --- Wrappers around the trained network ---------------------------------------------------------------------
+
+
+class Float32InstanceNorm(nn.Module):
+    """An ``InstanceNorm2d`` that computes in float32 whatever its input's dtype, and returns that dtype."""
+
+    def __init__(self, norm: nn.InstanceNorm2d) -> None:
+        super().__init__()
+        self.norm = norm.float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.float()).to(x.dtype)
+
+
+class Float16Transformer(nn.Module):
+    """float32 ``[N, 3, H, W]`` -> float16 network (instance norms in float32) -> float32."""
+
+    def __init__(self, network: TransformerNet) -> None:
+        super().__init__()
+        network = copy.deepcopy(network).float()
+        for module in list(network.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.InstanceNorm2d):
+                    setattr(module, name, Float32InstanceNorm(child))
+                elif isinstance(child, nn.Conv2d):
+                    child.half()
+        self.network = network
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.network(image.half()).float()
+
+
+class Uint8Transformer(nn.Module):
+    """uint8 ``[H, W, 3]`` RGB -> the network -> uint8 ``[H, W, 3]`` RGB (rounded)."""
+
+    def __init__(self, network: TransformerNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: Tensor) -> Tensor:
+        x = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        y = self.network(x)
+        return (y * 255.0).round().clamp(0.0, 255.0).to(torch.uint8)[0].permute(1, 2, 0)
+
+
+# --- Writing ------------------------------------------------------------------------------------------------------
+
+
+def onnx_metadata(info: CheckpointInfo, layout: str, precision: str) -> dict[str, str]:
+    """The ``metadata_props`` of an exported ONNX file (all strings)."""
+    return {
+        META_FORMAT: EXPORT_FORMAT,
+        META_VERSION: __version__,
+        META_STYLE_NAME: str(info.style.get("name", "")),
+        META_STYLE_IMAGE: str(info.style.get("image", "")),
+        META_STEPS: str(info.global_step),
+        META_TRANSFORMER: json.dumps(info.transformer, sort_keys=True),
+        META_LAYOUT: layout,
+        META_PRECISION: precision,
+        META_INPUT: INPUT_DESCRIPTIONS[layout],
+    }
+
+
+def _export_onnx(
+    module: nn.Module, example: Tensor, dynamic: dict[int, Any], path: Path, metadata: dict[str, str], opset: int
+) -> None:
+    program = torch.onnx.export(
+        module.eval(), (example,), dynamo=True, verbose=False, opset_version=opset, external_data=False,
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({**dynamic},),
+    )
+    graph = program.model.graph
+    # The exporter names the output's dims by formulas (e.g. "Min(height, 4*((height + ...)//4))"), which equal
+    # the input's; name them as the input's so that consumers (TensorRT profiles, shape checks) see it.
+    graph.outputs[0].shape = graph.inputs[0].shape.copy() if hasattr(graph.inputs[0].shape, "copy") else graph.inputs[0].shape
+    program.model.metadata_props.update(metadata)
+    program.model.doc_string = f"nst-fast {__version__} style transfer network; {metadata[META_INPUT]}"
+    program.save(path, external_data=False)
+
+
+def _dims() -> tuple[Any, Any, Any]:
+    from torch.export import Dim
+
+    return Dim("batch", min=1), Dim("height", min=MIN_INPUT_SIZE), Dim("width", min=MIN_INPUT_SIZE)
+
+
+def export_onnx(network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18, fp16: bool = False) -> None:
+    """The float32-I/O ONNX model (float16 inside when ``fp16``), dynamic batch, height and width."""
+    batch, height, width = _dims()
+    module = Float16Transformer(network) if fp16 else network
+    example = torch.rand(2, 3, 64, 96)
+    metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp16" if fp16 else "fp32")
+    _export_onnx(module, example, {0: batch, 2: height, 3: width}, path, metadata, opset)
+
+
+def export_onnx_uint8(network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18) -> None:
+    """The deployment ONNX model: one uint8 HWC RGB image in, one out; dynamic height and width."""
+    _, height, width = _dims()
+    example = torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8)
+    _export_onnx(Uint8Transformer(network), example, {0: height, 1: width}, path, onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32"), opset)
+
+
+def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo) -> None:
+    """``torch.jit.trace`` at a size that needs padding (the pad is computed from the traced input's shape,
+    so other sizes work too; verification checks it), saved with the metadata as an extra file."""
+    example = torch.rand(1, 3, 66, 94)
+    with torch.no_grad():
+        traced = torch.jit.trace(network, example)
+    metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp32")
+    torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(metadata)})
+
+
+# --- Verification ---------------------------------------------------------------------------------------------------
+
+
+def _eager(network: TransformerNet, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return network(torch.from_numpy(x)).numpy()
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _check_onnx_file(path: Path, opset: int, layout: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(model)
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ExportError(f"{path.name}: {len(external)} weights stored as external data; expected one self-contained file")
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if version < opset:
+        raise ExportError(f"{path.name}: opset {version} < requested {opset}")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(META_FORMAT) != EXPORT_FORMAT or meta.get(META_LAYOUT) != layout:
+        raise ExportError(f"{path.name}: nst-fast metadata missing from the written file")
+    if [i.name for i in model.graph.input] != [INPUT_NAME] or [o.name for o in model.graph.output] != [OUTPUT_NAME]:
+        raise ExportError(f"{path.name}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
+
+
+def _compare(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], tolerance: float) -> float:
+    worst = 0.0
+    for got, want in pairs:
+        if got.shape != want.shape:
+            raise ExportError(f"{name}: output shape {got.shape} != expected {want.shape}")
+        if not np.isfinite(got.astype(np.float64)).all():
+            raise ExportError(f"{name}: non-finite output at input size {want.shape}")
+        diff = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
+        if diff > tolerance:
+            raise ExportError(
+                f"{name}: verification failed: max |diff| to the eager network {diff:.3g} > tolerance {tolerance:g} "
+                f"at size {'x'.join(map(str, want.shape))}"
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def _random_inputs(shapes) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.random(shape, dtype=np.float32) for shape in shapes]
+
+
+def verify_nchw(run: Callable[[np.ndarray], np.ndarray], network: TransformerNet, name: str, tolerance: float) -> float:
+    inputs = _random_inputs(VERIFY_SHAPES)
+    return _compare(name, [(run(x), _eager(network, x)) for x in inputs], tolerance)
+
+
+def verify_uint8(run: Callable[[np.ndarray], np.ndarray], network: TransformerNet, name: str, tolerance: float) -> float:
+    rng = np.random.default_rng(0)
+    pairs = []
+    for shape in VERIFY_SHAPES_UINT8:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        want = np.clip(np.round(_eager(network, x)[0].transpose(1, 2, 0) * 255.0), 0, 255)
+        got = run(image)
+        if got.dtype != np.uint8:
+            raise ExportError(f"{name}: output dtype {got.dtype}, expected uint8")
+        pairs.append((got, want))
+    return _compare(name, pairs, tolerance)
+
+
+# --- The whole export -----------------------------------------------------------------------------------------------
+
+
+def default_out_dir(ckpt_path: Path) -> Path:
+    """``RUN/export`` for ``RUN/checkpoints/X.ckpt``; otherwise an ``export`` folder beside the checkpoint."""
+    parent = ckpt_path.parent
+    return (parent.parent if parent.name == "checkpoints" else parent) / "export"
+
+
+def model_name(info: CheckpointInfo, ckpt_path: Path) -> str:
+    """File-name-safe style name, or the checkpoint's stem."""
+    raw = str(info.style.get("name") or "") or ckpt_path.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "model"
+
+
+def export_checkpoint(
+    ckpt_path: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    name: str | None = None,
+    torchscript: bool = True,
+    fp16: bool = False,
+    uint8: bool = False,
+    opset: int = 18,
+    tolerance: float = FP32_TOLERANCE,
+    fp16_tolerance: float = FP16_TOLERANCE,
+    uint8_tolerance: float = UINT8_TOLERANCE,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export ``ckpt_path`` to ONNX (+ TorchScript, fp16 and uint8 ONNX as asked), verify, then move into
+    ``out_dir``. Raises ``ExportError`` (one-line message) for expected failures; leaves nothing behind then."""
+    ckpt_path = Path(ckpt_path).expanduser().resolve()
+    if opset < 18:
+        raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
+    try:
+        network, info = load_transformer(ckpt_path)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not str(ckpt_path) in message:
+            message = f"{ckpt_path}: not a valid nst-fast checkpoint ({type(error).__name__}: {message})"
+        raise ExportError(message) from error
+    network = network.float().eval()
+    out_dir = Path(out_dir).expanduser().resolve() if out_dir else default_out_dir(ckpt_path)
+    name = name or model_name(info, ckpt_path)
+    log(
+        f"export: {ckpt_path} (style {info.style.get('name', '?')!r}, step {info.global_step}, "
+        f"TransformerNet{info.transformer}) -> {out_dir}"
+    )
+
+    created = _first_missing(out_dir.parent)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as error:
+        _remove_created(created)
+        raise ExportError(f"cannot write to {out_dir}: {error.strerror or error}") from error
+
+    result = ExportResult(out_dir=out_dir, info=info)
+    try:
+        steps: list[tuple[str, str, Callable[[Path], None], Callable[[Path], tuple[float, float, tuple]]]] = []
+
+        def onnx_check(layout: str, tol: float, uint8_io: bool = False):
+            def check(path: Path) -> tuple[float, float, tuple]:
+                _check_onnx_file(path, opset, layout)
+                session = _ort_session(path)
+                run = lambda x: session.run(None, {INPUT_NAME: x})[0]  # noqa: E731
+                if uint8_io:
+                    return verify_uint8(run, network, path.name, tol), tol, VERIFY_SHAPES_UINT8
+                return verify_nchw(run, network, path.name, tol), tol, VERIFY_SHAPES
+            return check
+
+        def torchscript_check(path: Path) -> tuple[float, float, tuple]:
+            extra = {TORCHSCRIPT_META_FILE: ""}
+            loaded = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            if META_FORMAT not in json.loads(extra[TORCHSCRIPT_META_FILE] or "{}"):
+                raise ExportError(f"{path.name}: nst-fast metadata missing from the written file")
+
+            def run(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return loaded(torch.from_numpy(x)).numpy()
+
+            return verify_nchw(run, network, path.name, tolerance), tolerance, VERIFY_SHAPES
+
+        steps.append(("onnx", f"{name}.onnx", lambda p: export_onnx(network, p, info, opset=opset),
+                      onnx_check(LAYOUT_NCHW_FLOAT, tolerance)))
+        if fp16:
+            steps.append(("onnx_fp16", f"{name}.fp16.onnx", lambda p: export_onnx(network, p, info, opset=opset, fp16=True),
+                          onnx_check(LAYOUT_NCHW_FLOAT, fp16_tolerance)))
+        if uint8:
+            steps.append(("onnx_uint8", f"{name}.uint8.onnx", lambda p: export_onnx_uint8(network, p, info, opset=opset),
+                          onnx_check(LAYOUT_HWC_UINT8, uint8_tolerance, uint8_io=True)))
+        if torchscript:
+            steps.append(("torchscript", f"{name}.torchscript.pt", lambda p: export_torchscript(network, p, info),
+                          torchscript_check))
+
+        for kind, filename, write, check in steps:
+            path = staging / filename
+            try:
+                write(path)
+            except ExportError:
+                raise
+            except Exception as error:  # exporter failures are unexpected; keep the cause in one line
+                raise ExportError(f"{filename}: export failed ({type(error).__name__}: {_first_line(error)})") from error
+            diff, tol, shapes = check(path)
+            shown = ", ".join("x".join(map(str, s)) for s in shapes)
+            log(f"  {filename}: OK, max |diff| to eager {diff:.2e} (tolerance {tol:g}) at {shown}")
+            result.files.append(ExportedFile(out_dir / filename, kind, diff, tol, shapes))
+        stray = sorted(p.name for p in staging.iterdir() if p.name not in {Path(f.path).name for f in result.files})
+        if stray:
+            raise ExportError(f"the exporter wrote unexpected extra files: {', '.join(stray)}")
+
+        out_dir.mkdir(exist_ok=True)
+        for exported in result.files:
+            (staging / exported.path.name).replace(exported.path)
+    except ExportError:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_created(created)
+        raise
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_created(created)
+        raise ExportError(f"cannot write to {out_dir}: {error.strerror or error}") from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_created(created)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    log(f"export: wrote {len(result.files)} verified file(s) to {out_dir}")
+    return result
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost ancestor of ``path`` (or itself) that does not exist yet, i.e. what ``mkdir -p`` would create."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _remove_created(path: Path | None) -> None:
+    if path is not None and path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run(cfg: Any) -> int:
+    """Entry point for ``export.py`` (a Hydra/OmegaConf config with ``ckpt_path`` and ``export.*``); returns
+    the exit status and prints expected errors on one line."""
+    settings = cfg.get("export", {}) or {}
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        print("export: error: ckpt_path is required, e.g. python export.py ckpt_path=RUN/checkpoints/last.ckpt", file=sys.stderr)
+        return 2
+    try:
+        export_checkpoint(
+            ckpt,
+            settings.get("out_dir"),
+            name=settings.get("name"),
+            torchscript=bool(settings.get("torchscript", True)),
+            fp16=bool(settings.get("fp16", False)),
+            uint8=bool(settings.get("uint8", False)),
+            opset=int(settings.get("opset", 18)),
+            tolerance=float(settings.get("tolerance", FP32_TOLERANCE)),
+            fp16_tolerance=float(settings.get("fp16_tolerance", FP16_TOLERANCE)),
+            uint8_tolerance=float(settings.get("uint8_tolerance", UINT8_TOLERANCE)),
+        )
+    except ExportError as error:
+        print(f"export: error: {error}", file=sys.stderr)
+        return 1
+    return 0

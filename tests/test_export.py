@@ -1,0 +1,244 @@
+"""Export of a (small) training checkpoint to ONNX / TorchScript, checked against the eager network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from nst_fast import __version__
+from nst_fast.checkpoint import checkpoint_metadata
+from nst_fast.export import ExportError, export_checkpoint
+from nst_fast.models import TransformerNet
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STYLE = {"name": "starry", "image": "/data/styles/starry_night.jpg", "size": 512}
+
+
+def small_network(seed: int = 0) -> TransformerNet:
+    """TransformerNet(8, 1) with random instance-norm affine parameters too (they start at 1 and 0)."""
+    torch.manual_seed(seed)
+    network = TransformerNet(8, 1)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return network.eval()
+
+
+def save_checkpoint(path: Path, network: TransformerNet, style: dict = STYLE, step: int = 7) -> Path:
+    """A checkpoint as training writes it, without Lightning: transformer weights under ``transformer.`` and
+    other entries (loss network, style targets) that export must ignore."""
+    state = {f"transformer.{k}": v for k, v in network.state_dict().items()}
+    state["loss_network.features.0.weight"] = torch.zeros(4, 3, 3, 3)
+    state["style_grams.0"] = torch.ones(4, 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "global_step": step, "nst_fast": checkpoint_metadata(network, style)}, path)
+    return path
+
+
+def eager(network: TransformerNet, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return network(torch.from_numpy(x)).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    network = small_network()
+    ckpt = save_checkpoint(run / "checkpoints" / "last.ckpt", network)
+    lines: list[str] = []
+    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, log=lines.append)
+    return run, network, result, lines
+
+
+def test_writes_all_formats_beside_the_run(exported) -> None:
+    run, _, result, lines = exported
+    assert result.out_dir == run / "export"
+    names = sorted(p.name for p in (run / "export").iterdir())
+    assert names == ["starry.fp16.onnx", "starry.onnx", "starry.torchscript.pt", "starry.uint8.onnx"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "export"]  # no temporary folder left
+    # Every file was verified, and the max difference printed.
+    for name in names:
+        assert any(line.strip().startswith(f"{name}: OK, max |diff|") for line in lines), lines
+
+
+def test_onnx_file_is_self_contained_and_described(exported) -> None:
+    run, _, _, _ = exported
+    model = onnx.load(str(run / "export" / "starry.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    (image,), (stylized,) = model.graph.input, model.graph.output
+    assert image.name == "image" and stylized.name == "stylized"
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
+    assert dims[1] == 3 and all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3]))
+    assert [d.dim_param or d.dim_value for d in stylized.type.tensor_type.shape.dim] == dims
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["nst_fast.style_name"] == "starry"
+    assert meta["nst_fast.style_image"] == STYLE["image"]
+    assert meta["nst_fast.training_steps"] == "7"
+    assert meta["nst_fast.version"] == __version__
+    assert "float32 [N, 3, H, W] RGB in [0, 1]" in meta["nst_fast.input"]
+    assert json.loads(meta["nst_fast.transformer"]) == {"base_channels": 8, "residual_blocks": 1}
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 37, 53), (1, 3, 181, 243), (3, 3, 5, 9), (1, 3, 64, 64)])
+def test_onnx_matches_eager_at_dynamic_shapes(exported, shape) -> None:
+    run, network, _, _ = exported
+    session = ort.InferenceSession(str(run / "export" / "starry.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(sum(shape)).random(shape, dtype=np.float32)
+    (y,) = session.run(["stylized"], {"image": x})
+    assert y.shape == shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, eager(network, x), atol=1e-4, rtol=0)
+
+
+def test_fp16_onnx_keeps_float32_io_and_is_close(exported) -> None:
+    run, network, _, _ = exported
+    path = run / "export" / "starry.fp16.onnx"
+    model = onnx.load(str(path))
+    assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer) >= 4  # conv weights
+    assert {p.key: p.value for p in model.metadata_props}["nst_fast.precision"] == "fp16"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((2, 3, 45, 67), dtype=np.float32)
+    (y,) = session.run(None, {"image": x})
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.abs(y - eager(network, x)).max() < 1e-2
+
+
+def test_uint8_onnx_takes_and_returns_images(exported) -> None:
+    run, network, _, _ = exported
+    session = ort.InferenceSession(str(run / "export" / "starry.uint8.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    image = np.random.default_rng(2).integers(0, 256, (47, 33, 3), dtype=np.uint8)
+    (y,) = session.run(None, {"image": image})
+    assert y.dtype == np.uint8 and y.shape == image.shape
+    reference = eager(network, image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0].transpose(1, 2, 0)
+    expected = np.clip(np.round(reference * 255.0), 0, 255)
+    assert np.abs(y.astype(int) - expected).max() <= 1
+
+
+def test_torchscript_runs_without_the_package(exported, tmp_path) -> None:
+    # Load the TorchScript file in a fresh interpreter in which `import nst_fast` fails.
+    run, network, _, _ = exported
+    inputs = {"odd": np.random.default_rng(3).random((1, 3, 181, 243), dtype=np.float32),
+              "batch": np.random.default_rng(4).random((2, 3, 33, 47), dtype=np.float32)}
+    for name, x in inputs.items():
+        np.save(tmp_path / f"{name}.npy", x)
+    script = f"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "nst_fast":
+            raise ImportError("nst_fast is blocked in this test")
+sys.meta_path.insert(0, Block())
+import numpy as np, torch
+extra = {{"nst_fast.json": ""}}
+model = torch.jit.load({str(run / 'export' / 'starry.torchscript.pt')!r}, _extra_files=extra)
+assert b"nst_fast.style_name" in extra["nst_fast.json"]
+for name in ("odd", "batch"):
+    x = torch.from_numpy(np.load({str(tmp_path)!r} + f"/{{name}}.npy"))
+    with torch.no_grad():
+        np.save({str(tmp_path)!r} + f"/{{name}}.out.npy", model(x).numpy())
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name, x in inputs.items():
+        y = np.load(tmp_path / f"{name}.out.npy")
+        assert y.shape == x.shape
+        np.testing.assert_allclose(y, eager(network, x), atol=1e-5, rtol=0)
+
+
+def test_failed_verification_leaves_nothing_behind(tmp_path) -> None:
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network(1))
+    out_dir = tmp_path / "new" / "export"
+    with pytest.raises(ExportError, match=r"verification failed: max \|diff\|"):
+        export_checkpoint(ckpt, out_dir, torchscript=False, tolerance=0.0, log=lambda _: None)
+    assert not (tmp_path / "new").exists()  # neither the out_dir nor the parent it had to create
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+
+
+def _corrupt(path: Path) -> Path:
+    path.write_bytes(b"PK\x03\x04 this is not really a zip file" * 10)
+    return path
+
+
+def _not_ours(path: Path) -> Path:
+    torch.save({"state_dict": TransformerNet(8, 1).state_dict(), "global_step": 3}, path)
+    return path
+
+
+def _wrong_architecture(path: Path) -> Path:
+    network = TransformerNet(8, 1)
+    checkpoint = {"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 1,
+                  "nst_fast": checkpoint_metadata(TransformerNet(16, 2), STYLE)}
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p, "does not exist"),
+        (_corrupt, "corrupt or not a PyTorch file"),
+        (_not_ours, "not an nst-fast checkpoint"),
+        (_wrong_architecture, "weights do not fit"),
+    ],
+    ids=["missing", "corrupt", "not-ours", "wrong-architecture"],
+)
+def test_bad_checkpoints_are_one_line_errors(tmp_path, make, message) -> None:
+    ckpt = make(tmp_path / "model.ckpt")
+    with pytest.raises(ExportError) as info:
+        export_checkpoint(ckpt, tmp_path / "out", log=lambda _: None)
+    assert message in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_is_an_error(tmp_path) -> None:
+    ckpt = save_checkpoint(tmp_path / "last.ckpt", small_network())
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ExportError, match="cannot write to"):
+        export_checkpoint(ckpt, blocker / "export", log=lambda _: None)
+    assert blocker.read_text() == "not a folder"
+
+
+def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "export.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_cli_writes_only_to_out_dir(tmp_path) -> None:
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step=7.ckpt", small_network())
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    # Lightning names checkpoints step=N.ckpt: Hydra needs such a value quoted.
+    done = _run_cli([f"ckpt_path='{os.path.relpath(ckpt, cwd)}'", "export.torchscript=false"], cwd)
+    assert done.returncode == 0, done.stderr
+    assert "starry.onnx: OK, max |diff|" in done.stdout
+    assert list(cwd.iterdir()) == []  # no outputs/, .hydra/ or export.log in the working directory
+    assert [p.name for p in (tmp_path / "run" / "export").iterdir()] == ["starry.onnx"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "ckpt_path is required"),
+    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message) -> None:
+    done = _run_cli(args, tmp_path)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
