@@ -1,0 +1,31 @@
+"""Training variants users reach for: bf16 autocast on CPU, channels_last, multirun."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import events, run_train
+
+
+@pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=true"]])
+def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    run_train("experiment=smoke", "trainer.max_steps=3", f"hydra.run.dir={run_dir}", *overrides, cwd=tmp_path)
+    losses = [event.value for event in events(run_dir).Scalars("train/loss")]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(value.dtype == torch.float32 for key, value in state.items() if key.startswith("transformer."))
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_train(
+        "-m", "experiment=smoke", "trainer.max_steps=2", "style=starry,wave", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_starry", "1_wave"]
+    for job in jobs:
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
