@@ -1,15 +1,104 @@
-"""Hydra/OmegaConf glue: the ``${asset:...}`` resolver and range checks the schema cannot express."""
+"""Hydra/OmegaConf glue: typed schemas for the config groups, the ``${asset:...}`` resolver, and range
+checks that types cannot express.
+
+The schemas are registered in Hydra's ConfigStore when this module is imported; the YAML files in
+``conf/`` name them in their defaults lists, so an unknown key or a value of the wrong type is rejected by
+Hydra itself, with its own message, before anything runs.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nst_fast.errors import ConfigError
 
 #: The repository's ``conf/`` folder (the entry points pass it to Hydra).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass
+class StyleSchema:
+    """``conf/style/*``: one painting."""
+
+    name: str = MISSING
+    image: str = MISSING
+    size: int = 512
+    style_weight: float = 1.0e5
+    content_weight: float = 1.0
+
+
+@dataclass
+class ModelSchema:
+    """``conf/model/*``: the transformation network."""
+
+    _target_: str = "nst_fast.models.TransformerNet"
+    base_channels: int = 32
+    residual_blocks: int = 5
+
+
+@dataclass
+class LossSchema:
+    """``conf/loss/*``: loss network and cost weights (see ``nst_fast.perceptual.PerceptualLoss``)."""
+
+    _target_: str = "nst_fast.perceptual.PerceptualLoss"
+    network: str = "vgg16"
+    weights: str = "imagenet"
+    content_layer: str = "relu2_2"
+    content_weight: float = 1.0
+    style_weight: float = 1.0e5
+    style_layers: dict[str, float] = field(default_factory=dict)
+    style_normalisation: str = "reference"
+    tv_weight: float = 0.0
+
+
+@dataclass
+class DataSchema:
+    """``conf/data/*``: content photos (see ``nst_fast.data.ContentDataModule``)."""
+
+    _target_: str = "nst_fast.data.ContentDataModule"
+    root: str = MISSING
+    image_size: int = 256
+    batch_size: int = 4
+    num_workers: int = 2
+    samples_per_epoch: Optional[int] = None  # noqa: UP045 - OmegaConf needs Optional, not "int | None"
+    max_pixels: int = 16384 * 16384
+    pin_memory: bool = True
+
+
+@dataclass
+class TrainSchema:
+    """Top level of ``conf/train.yaml``; the groups carry their own schemas."""
+
+    style: Any = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    data: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    optimizer: Any = MISSING
+    seed: int = 0
+    ckpt_path: Optional[str] = None  # noqa: UP045
+    channels_last: bool = False
+    max_consecutive_nonfinite: int = 10
+
+
+def _store_schemas() -> None:
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainSchema)
+    store.store(group="style", name="style_schema", node=StyleSchema)
+    store.store(group="model", name="model_schema", node=ModelSchema)
+    store.store(group="loss", name="loss_schema", node=LossSchema)
+    store.store(group="data", name="data_schema", node=DataSchema)
+
+
+_store_schemas()
 
 
 def asset_path(relative: str) -> str:
