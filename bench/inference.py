@@ -1,0 +1,245 @@
+"""Inference latency of the transformation network per resolution and runtime, against eager float32.
+
+    python bench/inference.py                                  # 256, 512, 1024, 1920x1080 on CPU
+    python bench/inference.py --sizes 256,1024 --repeats 5
+    python bench/inference.py --device cuda --compile
+
+Runtimes: ``eager-fp32`` (the reference: ``TransformerNet`` in float32, contiguous, ``torch.inference_mode``),
+``eager-fp32-cl`` (channels_last), ``eager-bf16-cl`` (bf16 autocast + channels_last), ``torchscript``
+(``torch.jit.trace`` + ``torch.jit.freeze``), ``onnxruntime-fp32`` (and ``onnxruntime-fp16`` with CUDA), and
+``compile`` (``torch.compile``, with ``--compile``). All runtimes of one size are timed alternately; each row
+gives the median latency, its ratio to eager fp32 (speed-up, > 1 is faster) and the max |difference| of its
+output to eager fp32's (images in [0, 1]). Weights are random (``TransformerNet()``): timing does not depend
+on them, and the differences are as representative as with trained ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+DEFAULT_SIZES = "256,512,1024,1920x1080"
+RUNTIMES = ("eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscript", "onnxruntime-fp32", "onnxruntime-fp16",
+            "compile", "eager-fp32-cl-groupnorm")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated: N (square) or WxH")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per runtime and size (median reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads and ORT intra-op threads (0: default)")
+    p.add_argument("--runtimes", default="eager-fp32,eager-fp32-cl,eager-bf16-cl,torchscript,onnxruntime-fp32",
+                   help=f"comma-separated, from {', '.join(RUNTIMES)}; eager-fp32 is always run (the reference). "
+                        "onnxruntime-fp16 needs CUDA; eager-fp32-cl-groupnorm is an EXPERIMENT (package change)")
+    p.add_argument("--compile", action="store_true", help="add the torch.compile runtime")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default=None, help="where the JSON record goes (default bench/results/)")
+    return p
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024"`` -> (1024, 1024); ``"1920x1080"`` -> (height 1080, width 1920)."""
+    if "x" in text:
+        width, height = (int(v) for v in text.lower().split("x"))
+        return height, width
+    return int(text), int(text)
+
+
+# --- Runtimes: each is (name, factory(net, device) -> run(x: Tensor) -> Tensor float32 NCHW) -----------------------
+
+
+def eager(net: torch.nn.Module, device: torch.device, channels_last: bool = False, dtype: torch.dtype | None = None):
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast():
+            return net(x).float()
+
+    return run
+
+
+def groupnorm_net(net: torch.nn.Module) -> torch.nn.Module:
+    """EXPERIMENT: instance norms computed as ``F.group_norm(x, C)`` (see bench/train_step.py)."""
+    from train_step import GroupNormAsInstanceNorm
+
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.InstanceNorm2d):
+                setattr(parent, name, GroupNormAsInstanceNorm(child))
+    return net
+
+
+def torchscript(net: torch.nn.Module, device: torch.device, example: torch.Tensor):
+    with torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(net, example).eval())
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return traced(x)
+
+    return run
+
+
+def compiled(net: torch.nn.Module, device: torch.device):
+    fn = torch.compile(net, dynamic=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return fn(x)
+
+    return run
+
+
+def export_onnx(net: torch.nn.Module, path: Path, fp16: bool = False) -> None:
+    """Prefer the package's exporter (``nst_fast.export.export_onnx``) where it exists; else export here the same
+    way (dynamo, dynamic batch/height/width, one self-contained file)."""
+    try:
+        from nst_fast.checkpoint import CheckpointInfo
+        from nst_fast.export import export_onnx as package_export
+    except ImportError:
+        package_export = None
+    if package_export is not None:
+        package_export(net, path, CheckpointInfo(transformer=dict(net.config)), fp16=fp16)
+        return
+    if fp16:
+        raise RuntimeError("fp16 ONNX export needs nst_fast.export")
+    from torch.export import Dim
+
+    dims = {0: Dim("batch", min=1), 2: Dim("height", min=5), 3: Dim("width", min=5)}
+    program = torch.onnx.export(net.eval(), (torch.rand(2, 3, 64, 96),), dynamo=True, dynamic_shapes=(dims,),
+                                input_names=["image"], output_names=["stylized"], external_data=False)
+    program.save(str(path), external_data=False)
+
+
+def onnxruntime_runner(net: torch.nn.Module, device: torch.device, workdir: Path, threads: int, fp16: bool = False):
+    import onnxruntime as ort
+
+    path = workdir / ("net.fp16.onnx" if fp16 else "net.onnx")
+    export_onnx(net.cpu(), path, fp16=fp16)
+    net.to(device)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        # Host I/O included (as a deployment would do it without IO binding).
+        out = session.run(None, {name: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+
+    return run
+
+
+# --- Main -------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    common.set_threads(args.threads)
+    device = common.pick_device(args.device)
+    info = common.machine_info(device)
+    runtimes = ["eager-fp32", *[r.strip() for r in args.runtimes.split(",") if r.strip() and r.strip() != "eager-fp32"]]
+    if args.compile and "compile" not in runtimes:
+        runtimes.append("compile")
+    unknown = set(runtimes) - set(RUNTIMES)
+    if unknown:
+        raise SystemExit(f"unknown runtimes {sorted(unknown)}; choose from {RUNTIMES}")
+    if "onnxruntime-fp16" in runtimes and device.type != "cuda":
+        runtimes.remove("onnxruntime-fp16")
+        print("# onnxruntime-fp16 skipped: it needs CUDA")
+    print(f"# {info['cpu_model']} | torch {info['torch_version']} | {info['torch_threads']} threads | {device}"
+          + (f" | {info.get('cuda_device')}" if device.type == "cuda" else ""))
+
+    from nst_fast.models.transformer import TransformerNet
+
+    def new_net() -> torch.nn.Module:
+        torch.manual_seed(args.seed)
+        net = TransformerNet().eval()
+        # Random affine parameters so that the norms are not identities (closer to a trained network).
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, torch.nn.InstanceNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+        return net.to(device)
+
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="nst-bench-"))
+    runners: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    errors: dict[str, str] = {}
+    example = torch.rand(args.batch, 3, *sizes[0], device=device)
+    for name in runtimes:
+        try:
+            if name == "eager-fp32":
+                runners[name] = eager(new_net(), device)
+            elif name == "eager-fp32-cl":
+                runners[name] = eager(new_net(), device, channels_last=True)
+            elif name == "eager-bf16-cl":
+                runners[name] = eager(new_net(), device, channels_last=True, dtype=torch.bfloat16)
+            elif name == "eager-fp32-cl-groupnorm":
+                runners[name] = eager(groupnorm_net(new_net()), device, channels_last=True)
+            elif name == "torchscript":
+                runners[name] = torchscript(new_net(), device, example)
+            elif name == "compile":
+                runners[name] = compiled(new_net(), device)
+            elif name == "onnxruntime-fp32":
+                runners[name] = onnxruntime_runner(new_net(), device, workdir, args.threads)
+            elif name == "onnxruntime-fp16":
+                runners[name] = onnxruntime_runner(new_net(), device, workdir, args.threads, fp16=True)
+        except Exception as error:  # noqa: BLE001 - a runtime that cannot be built is reported, not fatal
+            errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            print(f"# {name} unavailable: {errors[name]}")
+
+    results: list[dict[str, Any]] = []
+    for height, width in sizes:
+        torch.manual_seed(args.seed + 1)
+        x = torch.rand(args.batch, 3, height, width, device=device)
+        outputs = {name: run(x) for name, run in runners.items()}  # also a warm-up
+        fns = {name: (lambda run=run: run(x)) for name, run in runners.items()}
+        times = common.interleaved(fns, args.repeats, max(0, args.warmup - 1), device)
+        ref_median = statistics.median(times["eager-fp32"])
+        label = f"{width}x{height}" if width != height else str(width)
+        rows = []
+        for name, seconds in times.items():
+            s = common.summary(seconds)
+            diff = float((outputs[name].float() - outputs["eager-fp32"]).abs().max())
+            results.append({"size": label, "height": height, "width": width, "batch": args.batch, "runtime": name, **s,
+                            "speedup_vs_eager_fp32": ref_median / s["median_s"], "max_abs_diff_vs_eager_fp32": diff})
+            rows.append([name, s["median_s"] * 1e3, f"{ref_median / s['median_s']:.2f}x", f"{diff:.1e}"])
+        print(f"\n{label} (batch {args.batch})")
+        print(common.table(rows, ["runtime", "median ms", "vs eager fp32", "max |diff|"]))
+
+    record = {"machine": info, "config": vars(args), "runtimes": runtimes, "unavailable": errors, "results": results}
+    path = common.write_record("inference", record, args.out_dir)
+    print(f"\nrecord: {path}")
+    record["record_path"] = str(path)
+    return record
+
+
+if __name__ == "__main__":
+    main()
