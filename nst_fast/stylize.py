@@ -355,7 +355,8 @@ def stylize_video(
     batch_size: int = 4, crf: int = 18, progress: Any = None,
 ) -> int:
     """Stylise every frame of ``source``'s first video stream into ``target`` (same frame rate, timestamps and
-    size, or downscaled to ``max_size``); audio streams are copied unchanged. Returns the number of frames.
+    size, or downscaled to ``max_size`` with even sides); audio streams are copied (re-encoded where the output
+    container cannot hold their codec). Returns the number of frames.
     ``progress``: a tqdm bar (its total is set from the stream's frame count when the container knows it)."""
     import av
 
@@ -394,12 +395,20 @@ def stylize_video(
             if codec in ("libx264", "libvpx-vp9"):
                 video_out.options = {"crf": str(crf)} if codec == "libx264" else {"crf": str(crf + 13), "b": "0"}
             video_out.time_base = video_in.time_base
-            audio_map = {}
+            # Audio is copied packet by packet; a codec the output container cannot hold (e.g. AAC into .webm)
+            # is re-encoded with the container's default audio codec instead.
+            audio_map, audio_encoders = {}, {}
             for stream in audio_in:
                 try:
                     audio_map[stream.index] = output.add_stream_from_template(stream)
                 except (av.FFmpegError, ValueError) as error:
-                    raise StylizeError(f"{source}: cannot copy audio stream {stream.index} into {target.suffix} ({error})") from error
+                    codec_name = output.default_audio_codec
+                    if not codec_name or codec_name == "none":
+                        raise StylizeError(f"{source}: cannot store audio stream {stream.index} in {target.suffix} ({error})") from error
+                    rate = 48000 if "opus" in codec_name else stream.rate
+                    encoder = output.add_stream(codec_name, rate=rate)
+                    encoder.layout = stream.layout
+                    audio_encoders[stream.index] = encoder
 
             pending: list[tuple[np.ndarray, int | None, object]] = []
             next_pts = 0
@@ -432,11 +441,18 @@ def stylize_video(
                         pending.append((array, pts, video_in.time_base))
                         if len(pending) >= batch_size:
                             flush()
+                elif packet.stream.index in audio_encoders:
+                    encoder = audio_encoders[packet.stream.index]
+                    for frame in packet.decode():  # the empty packet at the end flushes the decoder
+                        frame.pts = None  # the encoder counts samples at its own rate
+                        output.mux(encoder.encode(frame))
                 elif packet.dts is not None:
                     packet.stream = audio_map[packet.stream.index]
                     output.mux(packet)
             flush()  # demux ends with an empty packet per stream, whose decode() flushed the decoder above
             output.mux(video_out.encode(None))
+            for encoder in audio_encoders.values():
+                output.mux(encoder.encode(None))
         finally:
             output.close()
         if frames == 0:

@@ -369,3 +369,13 @@ except SystemExit as exit:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "x.png").is_file() and (tmp_path / "out" / "clip.mp4").is_file()
+
+
+def test_video_audio_reencoded_when_container_cannot_hold_it(models, tmp_path, capsys) -> None:
+    make_video(tmp_path / "clip.mp4", frames=4)  # AAC audio, which WebM cannot store
+    status, err = run(["--model", models["onnx"], tmp_path / "clip.mp4", "-o", tmp_path / "clip.webm", "--max-size", 32], capsys)
+    assert status == 0, err
+    with av.open(str(tmp_path / "clip.webm")) as container:
+        assert container.streams.audio[0].codec_context.name in ("opus", "vorbis")
+        frames = [f for f in container.decode(video=0)]
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (32, 24)
