@@ -62,19 +62,20 @@ def load_transformer(path: str | Path, map_location: str | torch.device = "cpu")
             "pass a .ckpt written by `python train.py`"
         )
     meta = checkpoint[CHECKPOINT_KEY]
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} has checkpoint format {meta.get('format')!r}; this version reads {CHECKPOINT_FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{str(path)!r} has checkpoint format {found!r}; this version reads {CHECKPOINT_FORMAT}")
     state = {
         key.removeprefix(STATE_PREFIX): value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(STATE_PREFIX)
     }
-    network = TransformerNet(**meta["transformer"])
     try:
+        network = TransformerNet(**meta["transformer"])
         network.load_state_dict(state)
-    except RuntimeError as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
-            f"{str(path)!r}: the weights do not fit a TransformerNet{meta['transformer']}: {error}"
+            f"{str(path)!r}: the weights do not fit a TransformerNet{meta.get('transformer')}: {error}"
         ) from error
     info = CheckpointInfo(
         transformer=dict(meta["transformer"]),

@@ -3,7 +3,7 @@
     nst-stylize --model export/starry.onnx photo.jpg -o photo_starry.png
     nst-stylize --model export/starry.onnx photos/ -o stylized/          # mirrors photos/'s tree
     nst-stylize --model export/starry.onnx clip.mp4 -o clip_starry.mp4   # audio is copied
-    nst-stylize --model runs/x/checkpoints/last.ckpt photo.jpg -o out.png --device cuda
+    nst-stylize --model outputs/starry/DATE/checkpoints/last.ckpt photo.jpg -o out.png --device cuda
 
 ``--model`` is an ONNX file written by ``python export.py`` (float32 NCHW, fp16 or uint8 HWC variant), a
 TorchScript file from the same export (``.pt``/``.ts``), or a training checkpoint (``.ckpt``). The ONNX path
