@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nst_fast.errors import ConfigError
 from nst_fast.losses import STYLE_NORMALISATIONS, StyleLoss, StyleNormalisation, content_cost, total_variation
 from nst_fast.models.vgg import VGGFeatures
 
@@ -37,7 +38,7 @@ class PerceptualLoss(nn.Module):
         style_layers: Mapping[str, float],
         content_layer: str = "relu2_2",
         content_weight: float = 1.0,
-        style_weight: float = 1.0e5,
+        style_weight: float = 1.0,
         tv_weight: float = 0.0,
         style_normalisation: StyleNormalisation = "reference",
         network: str = "vgg16",
@@ -45,7 +46,7 @@ class PerceptualLoss(nn.Module):
     ) -> None:
         super().__init__()
         if style_normalisation not in STYLE_NORMALISATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"loss.style_normalisation={style_normalisation!r} is unknown; choose one of {STYLE_NORMALISATIONS}"
             )
         self.style_layers = {name: float(weight) for name, weight in style_layers.items()}
