@@ -14,6 +14,8 @@ from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from nst_fast.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,11 @@ class ImageLogger(Callback):
     """
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, size: int = 256) -> None:
+        if every_n_steps < 1 or num_images < 1 or size < 5:
+            raise ConfigError(
+                f"callbacks.images: every_n_steps={every_n_steps} and num_images={num_images} must be >= 1, "
+                f"size={size} >= 5"
+            )
         self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.size = size
@@ -104,8 +111,8 @@ class FinalCheckpoint(Callback):
     def _handler(self, signum: int, frame: Any) -> None:
         if self.signal_received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        # Only set a flag: logging here could re-enter a stream that the progress bar is writing to.
         self.signal_received = signum
-        log.warning("received %s: stopping after this step and saving a checkpoint", signal.Signals(signum).name)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.signal_received, self.stopping = None, False
@@ -116,9 +123,11 @@ class FinalCheckpoint(Callback):
                 return
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if trainer.strategy.reduce_boolean_decision(self.signal_received is not None, all=False):
+        if not self.stopping and trainer.strategy.reduce_boolean_decision(self.signal_received is not None, all=False):
             self.stopping = True
             trainer.should_stop = True
+            name = signal.Signals(self.signal_received).name if self.signal_received else "a signal on another rank"
+            log.warning("received %s: stopping after step %d and saving a checkpoint", name, trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for signum, handler in self._previous.items():

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nst_fast.errors import ConfigError
+from nst_fast.models.vgg import downsampling_factor, layer_names
 
 #: The repository's ``conf/`` folder (the entry points pass it to Hydra).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -29,7 +30,7 @@ class StyleSchema:
     name: str = MISSING
     image: str = MISSING
     size: int = 512
-    style_weight: float = 1.0e5
+    style_weight: float = 1.0
     content_weight: float = 1.0
 
 
@@ -51,7 +52,7 @@ class LossSchema:
     weights: str = "imagenet"
     content_layer: str = "relu2_2"
     content_weight: float = 1.0
-    style_weight: float = 1.0e5
+    style_weight: float = 1.0
     style_layers: dict[str, float] = field(default_factory=dict)
     style_normalisation: str = "reference"
     tv_weight: float = 0.0
@@ -145,3 +146,27 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check_number(cfg, "trainer.max_steps", 0, integer=True, exclusive=True)
     _check_number(cfg, "optimizer.lr", 0, exclusive=True)
     _check_number(cfg, "max_consecutive_nonfinite", 1, integer=True)
+    _check_number(cfg, "trainer.log_every_n_steps", 1, integer=True)
+    _check_number(cfg, "model.base_channels", 1, integer=True)
+    _check_number(cfg, "model.residual_blocks", 0, integer=True)
+    _check_loss_layers(cfg)
+
+
+def _check_loss_layers(cfg: DictConfig) -> None:
+    """Layer names exist in the loss network, and crops and style image are large enough for the deepest one
+    (at least 2x2 activations there): checked before any weights are loaded or downloaded."""
+    network = cfg.loss.network
+    names = layer_names(network)
+    layers = [*cfg.loss.style_layers, cfg.loss.content_layer]
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        raise ConfigError(f"loss layers {unknown} do not exist in {network}; valid names are {names}")
+    deepest = max(layers, key=names.index)
+    minimum = 2 * downsampling_factor(network, deepest)
+    for key in ("data.image_size", "style.size"):
+        value = OmegaConf.select(cfg, key)
+        if value < minimum:
+            raise ConfigError(
+                f"{key}={value} is too small for the deepest loss layer {deepest} of {network}: "
+                f"it needs at least {minimum} pixels"
+            )

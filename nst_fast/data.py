@@ -166,13 +166,20 @@ class ContentDataModule(pl.LightningDataModule):
         if not self.files:
             self.check()
         self.train_set = ContentImages(self.files, self.image_size, self.samples_per_epoch, self.max_pixels)
+        devices = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.train_set) < self.batch_size * devices:
+            raise ConfigError(
+                f"data.root={str(self.root)!r}: {len(self.train_set)} samples per epoch cannot fill one batch of "
+                f"data.batch_size={self.batch_size} on each of {devices} device(s); set "
+                f"data.samples_per_epoch={self.batch_size * devices} or more (files then repeat)"
+            )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
             shuffle=True,
-            drop_last=len(self.train_set) >= self.batch_size,
+            drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -16,3 +16,7 @@ class MissingFileError(NstFastError, FileNotFoundError):
 
 class OfflineError(NstFastError, RuntimeError):
     """Something had to be downloaded and could not be."""
+
+
+class NonFiniteLossError(NstFastError, FloatingPointError):
+    """Training produced NaN/inf losses too many steps in a row."""

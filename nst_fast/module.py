@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from nst_fast.checkpoint import CHECKPOINT_KEY, checkpoint_metadata
+from nst_fast.errors import NonFiniteLossError
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.perceptual import Costs, PerceptualLoss
 
@@ -102,7 +103,7 @@ class StyleTransferModule(pl.LightningModule):
         )
         message = f"non-finite loss at step {self.global_step}: {terms}"
         if self.consecutive_nonfinite >= self.max_consecutive_nonfinite:
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"{message}; {self.consecutive_nonfinite} such steps in a row, stopping. The checkpoints written so "
                 "far are kept: resume from the last one with a lower learning rate or loss weights"
             )

@@ -405,8 +405,8 @@ def stylize_video(
                     codec_name = output.default_audio_codec
                     if not codec_name or codec_name == "none":
                         raise StylizeError(f"{source}: cannot store audio stream {stream.index} in {target.suffix} ({error})") from error
-                    rate = 48000 if "opus" in codec_name else stream.rate
-                    encoder = output.add_stream(codec_name, rate=rate)
+                    audio_rate = 48000 if "opus" in codec_name else stream.rate
+                    encoder = output.add_stream(codec_name, rate=audio_rate)
                     encoder.layout = stream.layout
                     audio_encoders[stream.index] = encoder
 

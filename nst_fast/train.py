@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nst_fast.callbacks import FinalCheckpoint, last_checkpoint_path
+from nst_fast.checkpoint import CHECKPOINT_KEY, CheckpointError
 from nst_fast.checkpoint_io import AtomicCheckpointIO
 from nst_fast.config import validate_train_config
 from nst_fast.data import ContentDataModule, load_style_image
-from nst_fast.errors import ConfigError, MissingFileError
+from nst_fast.errors import ConfigError, MissingFileError, NstFastError
 from nst_fast.module import StyleTransferModule
 from nst_fast.perceptual import PerceptualLoss
 
@@ -30,6 +33,20 @@ class TrainResult:
     last_checkpoint: Path | None
     global_step: int
     interrupted_by: int | None
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets our own errors through: Hydra wraps whatever a constructor
+    raises, which would turn a user's mistake (a missing weights file, being offline) into a traceback."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, NstFastError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -46,21 +63,44 @@ def build_datamodule(cfg: DictConfig) -> ContentDataModule:
     return datamodule
 
 
+def style_info(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint records about the style it was trained for."""
+    return {"name": cfg.style.name, "image": str(cfg.style.image), "size": int(cfg.style.size)}
+
+
+def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
+    """Refuse to resume from a checkpoint that is not ours, or that was trained for another style or network:
+    its style Grams and weights would silently override the config."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle means the file is not usable
+        raise CheckpointError(f"ckpt_path={ckpt_path!r} is corrupt or not a PyTorch file: {error}") from error
+    meta = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"ckpt_path={ckpt_path!r} is not an nst-fast checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    wanted = {"style": style_info(cfg), "transformer": {"base_channels": cfg.model.base_channels,
+                                                         "residual_blocks": cfg.model.residual_blocks}}
+    for key, value in wanted.items():
+        if meta.get(key) != value:
+            raise ConfigError(
+                f"ckpt_path={ckpt_path!r} was trained with {key} {meta.get(key)}, but this run is configured for "
+                f"{value}: resume with the same style.* and model.* settings as the original run"
+            )
+
+
 def build_module(cfg: DictConfig) -> StyleTransferModule:
     """Transformation network, loss network and style targets, from the config."""
     style_image = load_style_image(cfg.style.image, cfg.style.size)
     loss: PerceptualLoss = instantiate(cfg.loss)
-    if cfg.data.image_size < loss.min_input_size:
-        raise ConfigError(
-            f"data.image_size={cfg.data.image_size} is too small for the deepest loss layer of {cfg.loss.network} "
-            f"({loss.features.names[-1]}): it needs crops of at least {loss.min_input_size} pixels"
-        )
     return StyleTransferModule(
         transformer=instantiate(cfg.model),
         loss=loss,
         style_image=style_image,
         optimizer=instantiate(cfg.optimizer),
-        style={"name": cfg.style.name, "image": str(cfg.style.image), "size": int(cfg.style.size)},
+        style=style_info(cfg),
         channels_last=cfg.channels_last,
         max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
     )
@@ -70,8 +110,8 @@ def train(cfg: DictConfig) -> TrainResult:
     """Validate ``cfg``, build data, module, loggers and callbacks, and fit (resuming from ``cfg.ckpt_path``)."""
     validate_train_config(cfg)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None and not Path(ckpt_path).expanduser().is_file():
-        raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
+    if ckpt_path is not None:
+        check_resume(ckpt_path, cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)

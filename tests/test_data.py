@@ -80,7 +80,7 @@ def test_datamodule_loader_and_preview(tmp_path: Path) -> None:
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (3, 3, 24, 24)
     preview = datamodule.preview_images(2, 24)
-    torch.testing.assert_close(preview, datamodule.preview_images(2, 24)), "preview images are fixed"
+    torch.testing.assert_close(preview, datamodule.preview_images(2, 24))  # a fixed set
 
 
 def test_style_image_resized_by_shorter_side(tmp_path: Path) -> None:

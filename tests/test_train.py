@@ -68,7 +68,14 @@ def test_resume_continues_global_step_and_optimiser(smoke_run: Path, tmp_path: P
     [
         (["style=monet"], "Available options in 'style'"),
         (["style.image=/nonexistent/painting.jpg"], "style.image='/nonexistent/painting.jpg' does not exist"),
-        (["data.image_size=8"], "data.image_size=8 is too small"),
+        (["data.image_size=8"], "data.image_size=8 is too small for the deepest loss layer relu4_3 of vgg16"),
+        (["style.size=4"], "style.size=4 is too small"),
+        (["loss.content_layer=relu9_1"], "loss layers ['relu9_1'] do not exist in vgg16"),
+        (["loss.weights=/nonexistent/vgg.pth"], "loss network weights file '/nonexistent/vgg.pth' does not exist"),
+        (["loss.style_normalisation=gatys"], "loss.style_normalisation='gatys' is unknown"),
+        (["model.base_channels=0"], "model.base_channels=0 is out of range"),
+        (["callbacks.images.every_n_steps=0"], "callbacks.images: every_n_steps=0"),
+        (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is out of range"),
         (["data.batch_size=0"], "data.batch_size=0 is out of range"),
         (["loss.style_weight=-1"], "loss.style_weight=-1.0 is out of range"),
         (["data.batch_size=four"], "Value 'four' of type 'str' could not be converted to Integer"),
@@ -83,6 +90,23 @@ def test_bad_input_fails_before_training(tmp_path: Path, overrides: list[str], m
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_refuses_another_style(smoke_run: Path, tmp_path: Path) -> None:
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    result = run_train("experiment=smoke", "style=wave", f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'run'}",
+                       cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "was trained with style {'name': 'starry'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_too_few_samples_for_a_batch_is_an_error(tmp_path: Path) -> None:
+    result = run_train(
+        "experiment=smoke", "data.samples_per_epoch=null", "data.batch_size=7", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path, check=False,
+    )
+    assert result.returncode == 2
+    assert "6 samples per epoch cannot fill one batch of data.batch_size=7" in result.stderr
 
 
 def test_empty_data_folder_is_an_error(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nst_fast.errors import ConfigError
+
 #: The network halves the resolution twice, so it works internally on sizes divisible by this.
 SIZE_MULTIPLE = 4
 #: Smallest input side: reflection padding must be narrower than the (aligned) image.
@@ -59,7 +61,7 @@ class TransformerNet(nn.Module):
     def __init__(self, base_channels: int = 32, residual_blocks: int = 5) -> None:
         super().__init__()
         if base_channels < 1 or residual_blocks < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"base_channels must be >= 1 and residual_blocks >= 0, got {base_channels} and {residual_blocks}"
             )
         self.config = {"base_channels": base_channels, "residual_blocks": residual_blocks}
