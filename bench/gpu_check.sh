@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1 | tee -
 
 # Training: bf16 autocast + channels_last as "ours", fp32/fp16 variants and the reference interleaved.
 run 150 $PY bench/train_step.py --device cuda --size 256 --batch 4 --steps 30 --warmup 5 \
-  --precision bf16-mixed --channels-last --also "32-true,32-true+channels_last,16-mixed+channels_last,bf16-mixed+channels_last+groupnorm" \
+  --precision bf16-mixed --channels-last --also "32-true,32-true+channels_last,16-mixed+channels_last,bf16-mixed" \
   --loader-workers 0,2,4 --loader-batches 20 --compare-curves 20 --out-dir "$OUT_DIR"
 # torch.compile of both networks (compilation takes a minute or so; the timed steps come after it).
 run 150 $PY bench/train_step.py --device cuda --size 256 --batch 4 --steps 20 --warmup 3 \

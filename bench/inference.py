@@ -33,7 +33,7 @@ import common  # noqa: E402
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
 RUNTIMES = ("eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscript", "onnxruntime-fp32", "onnxruntime-fp16",
-            "compile", "eager-fp32-cl-groupnorm")
+            "compile")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads and ORT intra-op threads (0: default)")
     p.add_argument("--runtimes", default="eager-fp32,eager-fp32-cl,eager-bf16-cl,torchscript,onnxruntime-fp32",
                    help=f"comma-separated, from {', '.join(RUNTIMES)}; eager-fp32 is always run (the reference). "
-                        "onnxruntime-fp16 needs CUDA; eager-fp32-cl-groupnorm is an EXPERIMENT (package change)")
+                        "onnxruntime-fp16 needs CUDA")
     p.add_argument("--compile", action="store_true", help="add the torch.compile runtime")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where the JSON record goes (default bench/results/)")
@@ -76,17 +76,6 @@ def eager(net: torch.nn.Module, device: torch.device, channels_last: bool = Fals
             return net(x).float()
 
     return run
-
-
-def groupnorm_net(net: torch.nn.Module) -> torch.nn.Module:
-    """EXPERIMENT: instance norms computed as ``F.group_norm(x, C)`` (see bench/train_step.py)."""
-    from train_step import GroupNormAsInstanceNorm
-
-    for parent in list(net.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, torch.nn.InstanceNorm2d):
-                setattr(parent, name, GroupNormAsInstanceNorm(child))
-    return net
 
 
 def torchscript(net: torch.nn.Module, device: torch.device, example: torch.Tensor):
@@ -201,8 +190,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 runners[name] = eager(new_net(), device, channels_last=True)
             elif name == "eager-bf16-cl":
                 runners[name] = eager(new_net(), device, channels_last=True, dtype=torch.bfloat16)
-            elif name == "eager-fp32-cl-groupnorm":
-                runners[name] = eager(groupnorm_net(new_net()), device, channels_last=True)
             elif name == "torchscript":
                 runners[name] = torchscript(new_net(), device, example)
             elif name == "compile":

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-#: Variant flags after the precision: "32-true+channels_last+compile". The last three are EXPERIMENTS that
+#: Variant flags after the precision: "32-true+channels_last+compile". The last two are EXPERIMENTS that
 #: prototype package changes (see bench/README.md); they do not exist in nst_fast.
-FLAGS = ("channels_last", "compile", "groupnorm", "fused_adam", "inplace_relu")
+FLAGS = ("channels_last", "compile", "fused_adam", "inplace_relu")
 
 
 def parse_variant(spec: str) -> tuple[str, frozenset[str]]:
@@ -51,25 +51,7 @@ def variant_name(precision: str, flags) -> str:
     return "+".join([precision, *[f for f in FLAGS if f in flags]])
 
 
-class GroupNormAsInstanceNorm(torch.nn.Module):
-    """EXPERIMENT: ``InstanceNorm2d(C, affine=True)`` computed as ``F.group_norm(x, C, weight, bias, eps)``:
-    identical maths (one group per channel), same parameters, and a kernel that keeps channels_last."""
-
-    def __init__(self, norm: torch.nn.InstanceNorm2d) -> None:
-        super().__init__()
-        self.num_channels, self.eps = norm.num_features, norm.eps
-        self.weight, self.bias = norm.weight, norm.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.group_norm(x, self.num_channels, self.weight, self.bias, self.eps)
-
-
 def apply_experiments(module, flags) -> None:
-    if "groupnorm" in flags:
-        for parent in list(module.transformer.modules()):
-            for name, child in parent.named_children():
-                if isinstance(child, torch.nn.InstanceNorm2d):
-                    setattr(parent, name, GroupNormAsInstanceNorm(child))
     if "inplace_relu" in flags:
         for child in module.loss.features.body:
             if isinstance(child, torch.nn.ReLU):
@@ -93,10 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time fp32/bf16 x contiguous/channels_last variants of ours in the same interleaved run")
     p.add_argument("--also", default="", metavar="VARIANTS",
                    help="extra variants of ours to time alongside, comma-separated, e.g. "
-                        "'32-true+channels_last,32-true+channels_last+groupnorm' (flags: " + ", ".join(FLAGS) + ")")
-    p.add_argument("--exp-groupnorm", action="store_true",
-                   help="EXPERIMENT (package change): instance norms as F.group_norm(x, C) (same maths and weights; "
-                        "native channels_last kernel)")
+                        "'32-true,32-true+channels_last+compile' (flags: " + ", ".join(FLAGS) + ")")
     p.add_argument("--exp-fused-adam", action="store_true", help="EXPERIMENT (config change): Adam(fused=True)")
     p.add_argument("--exp-inplace-relu", action="store_true",
                    help="EXPERIMENT (package change): in-place ReLUs in the VGG loss network")
@@ -246,7 +225,7 @@ def loader_throughput(size: int, batch: int, workers: Sequence[int], batches: in
 
 
 def main_variant_flags(args) -> frozenset[str]:
-    chosen = {"channels_last": args.channels_last, "compile": args.compile, "groupnorm": args.exp_groupnorm,
+    chosen = {"channels_last": args.channels_last, "compile": args.compile,
               "fused_adam": args.exp_fused_adam, "inplace_relu": args.exp_inplace_relu}
     return frozenset(flag for flag, on in chosen.items() if on)
 

@@ -86,7 +86,7 @@ class TrainSchema:
     optimizer: Any = MISSING
     seed: int = 0
     ckpt_path: Optional[str] = None  # noqa: UP045
-    channels_last: bool = False
+    channels_last: bool = True
     max_consecutive_nonfinite: int = 10
 
 

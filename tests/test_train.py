@@ -118,3 +118,21 @@ def test_empty_data_folder_is_an_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "holds no images" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_broken_training_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    from image_factory import write_bad_images, write_good_images
+
+    write_good_images(tmp_path / "photos")
+    bad = write_bad_images(tmp_path / "photos" / "broken")
+    run_dir = tmp_path / "run"
+    result = run_train(
+        "experiment=smoke", "data=folder", f"data.root={tmp_path / 'photos'}", "data.samples_per_epoch=24",
+        "trainer.max_steps=12", "data.max_pixels=100000000", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    log = (run_dir / "train.log").read_text()
+    for path in bad.values():
+        assert log.count(f"skipped unreadable training image {path}") == 1, "each bad file is reported once"
+    skipped = events(run_dir).Scalars("data/skipped_files")
+    assert skipped[-1].value == len(bad)
+    assert "Traceback" not in result.stderr

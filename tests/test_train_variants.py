@@ -8,7 +8,7 @@ import torch
 from helpers import events, run_train
 
 
-@pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=true"]])
+@pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=false"]])
 def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
     run_dir = tmp_path / "run"
     run_train("experiment=smoke", "trainer.max_steps=3", f"hydra.run.dir={run_dir}", *overrides, cwd=tmp_path)

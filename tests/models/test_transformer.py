@@ -57,3 +57,28 @@ def test_gradients_flow(net: TransformerNet) -> None:
     assert all(p.grad is not None for p in net.parameters())
     net.zero_grad()
     net.eval()
+
+
+def test_channels_last_norm_matches_instance_norm() -> None:
+    torch.manual_seed(2)
+    from nst_fast.models.transformer import InstanceNorm2d
+
+    norm = InstanceNorm2d(6, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 9, 7) * 3 + 1
+    expected = torch.nn.functional.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    out = norm(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm(x), expected)
+
+
+def test_channels_last_network_matches_contiguous(net: TransformerNet) -> None:
+    x = torch.rand(1, 3, 30, 26)
+    with torch.no_grad():
+        contiguous = net(x)
+        channels_last = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    net.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(channels_last, contiguous, rtol=1e-4, atol=1e-4)
