@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nst_fast.models import TransformerNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +43,15 @@ def compose_train_config(*overrides: str):
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def small_network(seed: int = 0) -> TransformerNet:
+    """TransformerNet(8, 1) with random instance-norm affine parameters too (they start at 1 and 0)."""
+    torch.manual_seed(seed)
+    network = TransformerNet(8, 1)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return network.eval()

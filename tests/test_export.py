@@ -17,22 +17,12 @@ import torch
 from nst_fast import __version__
 from nst_fast.checkpoint import checkpoint_metadata
 from nst_fast.export import ExportError, export_checkpoint
+from helpers import small_network
+
 from nst_fast.models import TransformerNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STYLE = {"name": "starry", "image": "/data/styles/starry_night.jpg", "size": 512}
-
-
-def small_network(seed: int = 0) -> TransformerNet:
-    """TransformerNet(8, 1) with random instance-norm affine parameters too (they start at 1 and 0)."""
-    torch.manual_seed(seed)
-    network = TransformerNet(8, 1)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.InstanceNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-    return network.eval()
 
 
 def save_checkpoint(path: Path, network: TransformerNet, style: dict = STYLE, step: int = 7) -> Path:

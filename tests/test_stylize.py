@@ -15,6 +15,8 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from helpers import small_network
+
 from nst_fast.checkpoint import checkpoint_metadata
 from nst_fast.export import export_checkpoint
 from nst_fast.images import preserve_color
@@ -28,14 +30,7 @@ STYLE = {"name": "wave", "image": "/data/styles/wave.jpg", "size": 256}
 def models(tmp_path_factory):
     """A small trained-like network, its checkpoint, and its ONNX (float and uint8) and TorchScript exports."""
     root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    network = TransformerNet(8, 1)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.InstanceNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-    network.eval()
+    network = small_network(0)
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 3,
