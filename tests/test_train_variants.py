@@ -11,7 +11,11 @@ from helpers import events, run_train
 @pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=false"]])
 def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
     run_dir = tmp_path / "run"
-    run_train("experiment=smoke", "trainer.max_steps=3", f"hydra.run.dir={run_dir}", *overrides, cwd=tmp_path)
+    run_train(
+        "experiment=smoke", "trainer.max_steps=3", "callbacks.checkpoint.every_n_train_steps=100",
+        f"hydra.run.dir={run_dir}", *overrides, cwd=tmp_path,
+    )
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
     losses = [event.value for event in events(run_dir).Scalars("train/loss")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
