@@ -17,6 +17,7 @@ missing input, impossible output path).
 
 from __future__ import annotations
 
+import abc
 import argparse
 import json
 import os
@@ -90,13 +91,14 @@ class StylizeError(NstFastError):
 # --- Models ----------------------------------------------------------------------------------------------------
 
 
-class StyleModel:
+class StyleModel(abc.ABC):
     """A loaded style network: ``model(batch)`` maps uint8 RGB ``[N, H, W, 3]`` to float RGB in [0, 1]."""
 
     description: str = ""
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Stylise a batch of same-sized images."""
 
 
 def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
