@@ -44,10 +44,10 @@ def checkpoint_metadata(transformer: TransformerNet, style: dict[str, Any]) -> d
     return {"format": CHECKPOINT_FORMAT, "version": __version__, "transformer": dict(transformer.config), "style": style}
 
 
-def load_transformer(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[TransformerNet, CheckpointInfo]:
-    """Rebuild the trained ``TransformerNet`` (eval mode) from an nst-fast Lightning checkpoint.
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load an nst-fast checkpoint (tensors only, no code is unpickled) and check that it is one of ours.
 
-    Raises ``CheckpointError`` with a message naming the file and what is wrong with it.
+    Raises ``CheckpointError`` naming the file when it is missing, corrupt, not ours or of another format.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -65,6 +65,17 @@ def load_transformer(path: str | Path, map_location: str | torch.device = "cpu")
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{str(path)!r} has checkpoint format {found!r}; this version reads {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def load_transformer(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[TransformerNet, CheckpointInfo]:
+    """Rebuild the trained ``TransformerNet`` (eval mode) from an nst-fast Lightning checkpoint.
+
+    Raises ``CheckpointError`` with a message naming the file and what is wrong with it.
+    """
+    path = Path(path).expanduser()
+    checkpoint = read_checkpoint(path, map_location)
+    meta = checkpoint[CHECKPOINT_KEY]
     state = {
         key.removeprefix(STATE_PREFIX): value
         for key, value in checkpoint["state_dict"].items()

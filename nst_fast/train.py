@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nst_fast.callbacks import FinalCheckpoint, last_checkpoint_path
-from nst_fast.checkpoint import CHECKPOINT_KEY, CheckpointError
+from nst_fast.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from nst_fast.checkpoint_io import AtomicCheckpointIO
 from nst_fast.config import validate_train_config
 from nst_fast.data import ContentDataModule, load_style_image
@@ -74,13 +73,7 @@ def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle means the file is not usable
-        raise CheckpointError(f"ckpt_path={ckpt_path!r} is corrupt or not a PyTorch file: {error}") from error
-    meta = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"ckpt_path={ckpt_path!r} is not an nst-fast checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    meta = read_checkpoint(path)[CHECKPOINT_KEY]
     wanted = {"style": style_info(cfg), "transformer": {"base_channels": cfg.model.base_channels,
                                                          "residual_blocks": cfg.model.residual_blocks}}
     for key, value in wanted.items():

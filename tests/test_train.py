@@ -136,3 +136,12 @@ def test_broken_training_files_are_skipped_and_counted(tmp_path: Path) -> None:
     skipped = events(run_dir).Scalars("data/skipped_files")
     assert skipped[-1].value == len(bad)
     assert "Traceback" not in result.stderr
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("not a checkpoint")
+    result = run_train("experiment=smoke", f"ckpt_path={bogus}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                       check=False)
+    assert result.returncode == 2
+    assert "is corrupt or not a PyTorch file" in result.stderr and "Traceback" not in result.stderr
