@@ -133,9 +133,8 @@ class OurStep:
             self.optimizer = module.configure_optimizers()
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         if "compile" in flags:
-            # Prototype: the package has no compile switch; compiling the two networks in place is what it would do.
-            self.module.transformer.compile()
-            self.module.loss.features.compile()
+            self.module.compile_networks = True
+            self.module.configure_model()  # what Lightning calls when fitting starts (config: compile=true)
 
     def step(self, x: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)

@@ -88,6 +88,7 @@ class TrainSchema:
     ckpt_path: Optional[str] = None  # noqa: UP045
     channels_last: bool = True
     max_consecutive_nonfinite: int = 10
+    compile: bool = False
 
 
 def _store_schemas() -> None:

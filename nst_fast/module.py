@@ -29,6 +29,7 @@ class StyleTransferModule(pl.LightningModule):
     ``optimizer``: a factory ``params -> Optimizer`` (Hydra ``_partial_``). ``style``: name/image/size,
     stored in checkpoints for export. ``channels_last``: NHWC memory layout for both networks.
     ``max_consecutive_nonfinite``: steps with a NaN/inf loss are skipped; this many in a row stop the run.
+    ``compile``: ``torch.compile`` both networks in place (state dict keys unchanged) when fitting starts.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class StyleTransferModule(pl.LightningModule):
         style: dict[str, Any],
         channels_last: bool = False,
         max_consecutive_nonfinite: int = 10,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -48,6 +50,7 @@ class StyleTransferModule(pl.LightningModule):
         self.style = dict(style)
         self.channels_last = channels_last
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.compile_networks = compile
         self.consecutive_nonfinite = 0
         self.skipped_files: set[str] = set()
         self.loss.set_style(style_image)
@@ -67,6 +70,11 @@ class StyleTransferModule(pl.LightningModule):
         target = self.loss.content_target(content)
         generated = self.transformer(content)
         return self.loss(target, generated)
+
+    def configure_model(self) -> None:
+        if self.compile_networks:
+            self.transformer.compile()
+            self.loss.features.compile()
 
     def on_train_start(self) -> None:
         log.info("rank %d of %d training on %s", self.global_rank, self.trainer.world_size, self.device)

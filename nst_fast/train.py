@@ -96,6 +96,7 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
         style=style_info(cfg),
         channels_last=cfg.channels_last,
         max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
+        compile=cfg.compile,
     )
 
 

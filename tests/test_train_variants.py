@@ -7,8 +7,10 @@ import torch
 
 from helpers import events, run_train
 
+from nst_fast.checkpoint import load_transformer
 
-@pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=false"]])
+
+@pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=false"], ["compile=true"]])
 def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
     run_dir = tmp_path / "run"
     run_train(
@@ -16,6 +18,8 @@ def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str
         f"hydra.run.dir={run_dir}", *overrides, cwd=tmp_path,
     )
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
+    network, _ = load_transformer(run_dir / "checkpoints" / "last.ckpt")  # same keys whatever the variant
+    assert network(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
     losses = [event.value for event in events(run_dir).Scalars("train/loss")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
