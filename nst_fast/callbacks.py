@@ -100,7 +100,7 @@ class FinalCheckpoint(Callback):
     which finish the current step first. So ``last.ckpt`` always holds the final state of the run.
 
     A second Ctrl-C interrupts at once. Under DDP a signal on any rank stops all of them together.
-    ``signal_received`` tells the caller which signal stopped the run (``None`` if none did).
+    ``stopping_signal()`` tells the caller which signal stopped the run (``None`` if none did).
     """
 
     def __init__(self) -> None:
@@ -129,12 +129,27 @@ class FinalCheckpoint(Callback):
             name = signal.Signals(self.signal_received).name if self.signal_received else "a signal on another rank"
             log.warning("received %s: stopping after step %d and saving a checkpoint", name, trainer.global_step)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def stopping_signal(self) -> int | None:
+        """The signal that stopped training; SIGTERM when it reached another DDP rank only; ``None`` if none."""
+        if not self.stopping:
+            return None
+        return self.signal_received or signal.SIGTERM
+
+    def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handlers()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
             if self.stopping:
                 log.warning("interrupted at step %d; checkpoint saved to %s", trainer.global_step, path)

@@ -147,7 +147,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check_number(cfg, "trainer.max_steps", 0, integer=True, exclusive=True)
     _check_number(cfg, "optimizer.lr", 0, exclusive=True)
     _check_number(cfg, "max_consecutive_nonfinite", 1, integer=True)
-    _check_number(cfg, "trainer.log_every_n_steps", 1, integer=True)
+    _check_number(cfg, "trainer.log_every_n_steps", 1, integer=True, optional=True)
     _check_number(cfg, "model.base_channels", 1, integer=True)
     _check_number(cfg, "model.residual_blocks", 0, integer=True)
     _check_loss_layers(cfg)

@@ -44,7 +44,8 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
         while cause is not None and not isinstance(cause, NstFastError):
             cause = cause.__cause__
         if cause is not None:
-            raise cause from None
+            cause.__suppress_context__ = True  # keep its own __cause__ (e.g. the network error)
+            raise cause  # noqa: B904
         raise
 
 
@@ -74,13 +75,19 @@ def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
     meta = read_checkpoint(path)[CHECKPOINT_KEY]
-    wanted = {"style": style_info(cfg), "transformer": {"base_channels": cfg.model.base_channels,
-                                                         "residual_blocks": cfg.model.residual_blocks}}
-    for key, value in wanted.items():
-        if meta.get(key) != value:
+    # The style image's path may differ (another checkout or machine): name and size identify the style.
+    style = meta.get("style", {})
+    wanted = {
+        "style": ({"name": style.get("name"), "size": style.get("size")},
+                  {"name": cfg.style.name, "size": int(cfg.style.size)}),
+        "transformer": (meta.get("transformer"), {"base_channels": cfg.model.base_channels,
+                                                  "residual_blocks": cfg.model.residual_blocks}),
+    }
+    for key, (found, configured) in wanted.items():
+        if found != configured:
             raise ConfigError(
-                f"ckpt_path={ckpt_path!r} was trained with {key} {meta.get(key)}, but this run is configured for "
-                f"{value}: resume with the same style.* and model.* settings as the original run"
+                f"ckpt_path={ckpt_path!r} was trained with {key} {found}, but this run is configured for "
+                f"{configured}: resume with the same style.* and model.* settings as the original run"
             )
 
 
@@ -123,5 +130,5 @@ def train(cfg: DictConfig) -> TrainResult:
     return TrainResult(
         last_checkpoint=last if last.is_file() else None,
         global_step=trainer.global_step,
-        interrupted_by=interrupt.signal_received if interrupt is not None and interrupt.stopping else None,
+        interrupted_by=interrupt.stopping_signal() if interrupt is not None else None,
     )

@@ -145,3 +145,17 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
                        check=False)
     assert result.returncode == 2
     assert "is corrupt or not a PyTorch file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_accepts_the_same_style_at_another_path(smoke_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from nst_fast.config import asset_path
+
+    moved = tmp_path / "elsewhere" / "starry_night.jpg"
+    moved.parent.mkdir()
+    shutil.copy(asset_path("styles/starry_night.jpg"), moved)
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    run_train("experiment=smoke", f"style.image={moved}", f"ckpt_path={last}", "trainer.max_steps=7",
+              f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7

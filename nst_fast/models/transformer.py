@@ -19,14 +19,20 @@ MIN_INPUT_SIZE = 5
 class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` (same parameters and state dict) that keeps the channels_last layout.
 
-    For channels_last input it computes ``F.group_norm`` with one group per channel, which is the same
-    maths; PyTorch's instance-norm kernel would convert to the contiguous layout and back around every
-    norm, which costs more than channels_last saves (bench/README.md). Contiguous input, tracing and
-    export take the ordinary path.
+    For channels_last input on the CPU it computes ``F.group_norm`` with one group per channel, which is
+    the same maths; PyTorch's instance-norm kernel would convert to the contiguous layout and back around
+    every norm, which costs more than channels_last saves (bench/README.md). CUDA (whose group norm does
+    not keep the layout and runs in float32 under autocast), contiguous input, tracing and export take the
+    ordinary path.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous()
+        ):
             if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
                 return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
         return super().forward(x)
