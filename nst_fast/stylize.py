@@ -9,8 +9,8 @@
 TorchScript file from the same export (``.pt``/``.ts``), or a training checkpoint (``.ckpt``). The ONNX path
 needs only onnxruntime, NumPy, Pillow and PyAV: this module imports torch only for ``.pt``/``.ts``/``.ckpt``.
 
-Images are processed one at a time (photos in a folder rarely share a size, and one image at a time bounds
-memory); video frames in batches of ``--batch-size``. Exit status: 0 when everything was written, 1 when some
+Images of the same size that follow each other (a folder of camera photos, video frames) go through the model
+together, up to ``--batch-size`` at a time; memory stays bounded by one batch. Exit status: 0 when everything was written, 1 when some
 input failed (each failure is reported on one line and the rest still runs), 2 for a usage error (bad model,
 missing input, impossible output path).
 """
@@ -333,19 +333,40 @@ def stylize_array(model: StyleModel, rgb: np.ndarray, keep_color: bool = False) 
     return out
 
 
+@dataclass
+class LoadedImage:
+    """An input image ready for the model: uint8 RGB ``[H, W, 3]`` and its alpha channel, if any."""
+
+    job: Job
+    rgb: np.ndarray
+    alpha: Any
+
+
+def load_image(job: Job, max_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read ``job.source`` (EXIF-upright, RGB, downscaled to ``max_size``) and check it is large enough."""
+    rgb, alpha = open_image(job.source, max_pixels)
+    rgb = fit_within(rgb, max_size)
+    if alpha is not None:
+        alpha = fit_within(alpha, max_size)
+    _check_size(rgb.width, rgb.height, str(job.source))
+    return LoadedImage(job, np.asarray(rgb), alpha)
+
+
+def stylize_images(model: StyleModel, images: Sequence[LoadedImage], *, keep_color: bool = False, quality: int = 95) -> None:
+    """Stylise same-sized images in one model call and write each to its target (same size, alpha kept where
+    the output format stores it)."""
+    out = stylize_array(model, np.stack([image.rgb for image in images]), keep_color)
+    for image, stylized in zip(images, out):
+        save_image(image.job.target, stylized, image.alpha, quality=quality)
+
+
 def stylize_image(
     model: StyleModel, source: Path, target: Path, *, keep_color: bool = False, max_size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS, quality: int = 95,
 ) -> None:
-    """One image file -> one image file of the same size (or downscaled to ``max_size``), alpha kept where the
-    output format stores it."""
-    rgb, alpha = open_image(source, max_pixels)
-    rgb = fit_within(rgb, max_size)
-    if alpha is not None:
-        alpha = fit_within(alpha, max_size)
-    _check_size(rgb.width, rgb.height, str(source))
-    out = stylize_array(model, np.asarray(rgb)[None], keep_color)[0]
-    save_image(target, out, alpha, quality=quality)
+    """One image file -> one image file of the same size (or downscaled to ``max_size``)."""
+    image = load_image(Job(source, target, video=False), max_size, max_pixels)
+    stylize_images(model, [image], keep_color=keep_color, quality=quality)
 
 
 def _even(value: float) -> int:
@@ -490,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (TensorRT > CUDA > CPU), tensorrt, cuda, cpu, ...")
     parser.add_argument("--device", default="auto", help="torch device for .pt/.ts/.ckpt models (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
-    parser.add_argument("--batch-size", type=int, default=4, help="video frames per model call (default 4)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="same-sized images or video frames per model call (default 4)")
     parser.add_argument("--crf", type=int, default=18, help="video quality for H.264 (lower is better; default 18)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     return parser
@@ -526,20 +548,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
     images = [job for job in jobs if not job.video]
     videos = [job for job in jobs if job.video]
-    with tqdm(images, unit="img", disable=not show or len(images) < 2, file=sys.stderr) as bar:
-        for job in bar:
+    def report(job: Job, error: BaseException) -> None:
+        if isinstance(error, (ImageReadError, StylizeError)):
+            say(f"{PROG}: {error}" if str(job.source) in str(error) else f"{PROG}: {job.source}: {error}")
+        else:  # write errors, runtime failures
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            say(f"{PROG}: {job.source}: {type(error).__name__}: {reason}")
+
+    expected = (ImageReadError, StylizeError, OSError, ValueError, RuntimeError, MemoryError)
+    pending: list[LoadedImage] = []
+
+    def flush() -> int:
+        """Run the pending same-sized images; returns how many failed."""
+        if not pending:
+            return 0
+        batch = list(pending)
+        pending.clear()
+        try:
+            stylize_images(model, batch, keep_color=args.preserve_color, quality=args.quality)
+        except expected as error:
+            if len(batch) == 1:
+                report(batch[0].job, error)
+                return 1
+            # Retry one by one, so that one bad file (e.g. an unwritable target) does not fail the others.
+            failed = 0
+            for image in batch:
+                try:
+                    stylize_images(model, [image], keep_color=args.preserve_color, quality=args.quality)
+                except expected as single_error:
+                    report(image.job, single_error)
+                    failed += 1
+            return failed
+        finally:
+            bar.update(len(batch))
+        return 0
+
+    with tqdm(total=len(images), unit="img", disable=not show or len(images) < 2, file=sys.stderr) as bar:
+        for job in images:
             try:
-                stylize_image(
-                    model, job.source, job.target, keep_color=args.preserve_color, max_size=args.max_size,
-                    quality=args.quality,
-                )
-            except (ImageReadError, StylizeError) as error:
+                image = load_image(job, args.max_size)
+            except expected as error:
+                report(job, error)
                 failures += 1
-                say(f"{PROG}: {error}" if str(job.source) in str(error) else f"{PROG}: {job.source}: {error}")
-            except (OSError, ValueError, RuntimeError, MemoryError) as error:  # write errors, runtime failures
-                failures += 1
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                say(f"{PROG}: {job.source}: {type(error).__name__}: {reason}")
+                bar.update(1)
+                continue
+            if pending and (image.rgb.shape != pending[0].rgb.shape or len(pending) >= args.batch_size):
+                failures += flush()
+            pending.append(image)
+        failures += flush()
     for job in videos:
         with tqdm(unit="frame", desc=job.source.name, disable=not show, file=sys.stderr) as bar:
             try:

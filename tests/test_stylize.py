@@ -190,6 +190,40 @@ def test_folder_with_broken_file(models, tmp_path, capsys) -> None:
     assert np.asarray(Image.open(tmp_path / "out" / "trip" / "day1" / "b.jpg")).shape == (25, 19, 3)
 
 
+def test_same_sized_images_are_batched(models, tmp_path, capsys, monkeypatch) -> None:
+    import nst_fast.stylize as stylize_module
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {"a": (20, 30), "b": (20, 30), "c": (20, 30), "d": (24, 18), "e": (20, 30)}
+    for index, (name, (height, width)) in enumerate(sizes.items()):
+        Image.fromarray(pattern(height, width, index)).save(photos / f"{name}.png")
+    (photos / "broken.png").write_bytes(b"\x89PNG truncated")
+    calls: list[tuple[int, ...]] = []
+    real_load = stylize_module.load_model
+
+    def recording_load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        real_call = model.__call__
+
+        class Recording(type(model)):
+            def __call__(self, batch):
+                calls.append(batch.shape)
+                return real_call(batch)
+
+        model.__class__ = Recording
+        return model
+
+    monkeypatch.setattr(stylize_module, "load_model", recording_load)
+    status, err = run(["--model", models["onnx"], photos, "-o", tmp_path / "out", "--batch-size", "2"], capsys)
+    assert status == 1 and "broken.png" in err
+    # a, b together; broken skipped; c alone (d has another size); d alone; e alone.
+    assert calls == [(2, 20, 30, 3), (1, 20, 30, 3), (1, 24, 18, 3), (1, 20, 30, 3)]
+    for index, (name, (height, width)) in enumerate(sizes.items()):
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert max_level_diff(out, expected(models["network"], pattern(height, width, index))) <= 1
+
+
 def test_not_an_image_is_one_line(models, tmp_path, capsys) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     status, err = run(["--model", models["onnx"], tmp_path / "notes.txt", "-o", tmp_path / "out.png"], capsys)
