@@ -2,6 +2,12 @@
 without a traceback; anything else is a bug and keeps its traceback."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line reports."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class NstFastError(Exception):
     """A mistake the user can fix: the message says what was wrong, with the value, and what to do."""
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from nst_fast import __version__
 from nst_fast.checkpoint import CheckpointInfo, load_transformer
-from nst_fast.errors import NstFastError
+from nst_fast.errors import NstFastError, first_line
 from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
 from nst_fast.stylize import (
     EXPORT_FORMAT,
@@ -308,7 +308,7 @@ def export_checkpoint(
     try:
         network, info = load_transformer(ckpt_path)
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         if not str(ckpt_path) in message:
             message = f"{ckpt_path}: not a valid nst-fast checkpoint ({type(error).__name__}: {message})"
         raise ExportError(message) from error
@@ -373,7 +373,7 @@ def export_checkpoint(
             except ExportError:
                 raise
             except Exception as error:  # exporter failures are unexpected; keep the cause in one line
-                raise ExportError(f"{filename}: export failed ({type(error).__name__}: {_first_line(error)})") from error
+                raise ExportError(f"{filename}: export failed ({type(error).__name__}: {first_line(error)})") from error
             diff, tol, shapes = check(path)
             shown = ", ".join("x".join(map(str, s)) for s in shapes)
             log(f"  {filename}: OK, max |diff| to eager {diff:.2e} (tolerance {tol:g}) at {shown}")
@@ -400,11 +400,6 @@ def export_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     log(f"export: wrote {len(result.files)} verified file(s) to {out_dir}")
     return result
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nst_fast.errors import NstFastError
+from nst_fast.errors import NstFastError, first_line
 from nst_fast.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -135,8 +135,7 @@ class OnnxModel(StyleModel):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own pybind exception types
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise StylizeError(f"{path}: not a loadable ONNX model ({reason})") from error
+            raise StylizeError(f"{path}: not a loadable ONNX model ({first_line(error)})") from error
         meta = self.session.get_modelmeta().custom_metadata_map
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if META_FORMAT not in meta:
@@ -174,8 +173,7 @@ class OnnxModel(StyleModel):
         try:
             return self.session.run(None, {INPUT_NAME: x})[0]
         except Exception as error:  # onnxruntime's own exception types (e.g. out of memory)
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise StylizeError(f"ONNX Runtime failed on input {x.shape} ({reason})") from error
+            raise StylizeError(f"ONNX Runtime failed on input {x.shape} ({first_line(error)})") from error
 
 
 class TorchModel(StyleModel):
@@ -197,15 +195,14 @@ class TorchModel(StyleModel):
             try:
                 network, info = load_transformer(path, map_location="cpu")
             except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
-                raise StylizeError(str(error).splitlines()[0]) from error
+                raise StylizeError(first_line(error)) from error
             style, kind = info.style.get("name", "?"), "checkpoint"
         else:
             extra = {TORCHSCRIPT_META_FILE: ""}
             try:
                 network = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
             except Exception as error:  # torch.jit.load raises RuntimeError/ValueError/zip errors
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise StylizeError(f"{path}: not a loadable TorchScript file ({reason})") from error
+                raise StylizeError(f"{path}: not a loadable TorchScript file ({first_line(error)})") from error
             try:
                 meta = json.loads(extra[TORCHSCRIPT_META_FILE] or "null")
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -548,12 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
     images = [job for job in jobs if not job.video]
     videos = [job for job in jobs if job.video]
+
     def report(job: Job, error: BaseException) -> None:
         if isinstance(error, (ImageReadError, StylizeError)):
             say(f"{PROG}: {error}" if str(job.source) in str(error) else f"{PROG}: {job.source}: {error}")
         else:  # write errors, runtime failures
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            say(f"{PROG}: {job.source}: {type(error).__name__}: {reason}")
+            say(f"{PROG}: {job.source}: {type(error).__name__}: {first_line(error)}")
 
     expected = (ImageReadError, StylizeError, OSError, ValueError, RuntimeError, MemoryError)
     pending: list[LoadedImage] = []
@@ -608,8 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"{PROG}: {error}")
             except (OSError, ValueError, RuntimeError, MemoryError) as error:
                 failures += 1
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                say(f"{PROG}: {job.source}: {type(error).__name__}: {reason}")
+                report(job, error)
     if show:
         written = len(jobs) - failures
         say(f"{PROG}: {written} of {len(jobs)} written to {args.output}" + (f", {failures} failed" if failures else ""))
