@@ -385,17 +385,11 @@ def export_checkpoint(
         out_dir.mkdir(exist_ok=True)
         for exported in result.files:
             (staging / exported.path.name).replace(exported.path)
-    except ExportError:
+    except BaseException as error:  # leave nothing behind, whatever went wrong
         shutil.rmtree(staging, ignore_errors=True)
         _remove_created(created)
-        raise
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_created(created)
-        raise ExportError(f"cannot write to {out_dir}: {error.strerror or error}") from error
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_created(created)
+        if isinstance(error, OSError):
+            raise ExportError(f"cannot write to {out_dir}: {error.strerror or error}") from error
         raise
     shutil.rmtree(staging, ignore_errors=True)
     log(f"export: wrote {len(result.files)} verified file(s) to {out_dir}")
