@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-#: Variant flags after the precision: "32-true+channels_last+compile". The last two are EXPERIMENTS that
-#: prototype package changes (see bench/README.md); they do not exist in nst_fast.
-FLAGS = ("channels_last", "compile", "fused_adam", "inplace_relu")
+#: Variant flags after the precision: "32-true+channels_last+compile". The last one is an EXPERIMENT that
+#: prototypes a package change (see bench/README.md); it does not exist in nst_fast.
+FLAGS = ("channels_last", "compile", "fused_adam")
 
 
 def parse_variant(spec: str) -> tuple[str, frozenset[str]]:
@@ -49,13 +49,6 @@ def parse_variant(spec: str) -> tuple[str, frozenset[str]]:
 
 def variant_name(precision: str, flags) -> str:
     return "+".join([precision, *[f for f in FLAGS if f in flags]])
-
-
-def apply_experiments(module, flags) -> None:
-    if "inplace_relu" in flags:
-        for child in module.loss.features.body:
-            if isinstance(child, torch.nn.ReLU):
-                child.inplace = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,8 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra variants of ours to time alongside, comma-separated, e.g. "
                         "'32-true,32-true+channels_last+compile' (flags: " + ", ".join(FLAGS) + ")")
     p.add_argument("--exp-fused-adam", action="store_true", help="EXPERIMENT (config change): Adam(fused=True)")
-    p.add_argument("--exp-inplace-relu", action="store_true",
-                   help="EXPERIMENT (package change): in-place ReLUs in the VGG loss network")
     p.add_argument("--no-reference", action="store_true", help="skip the reference step")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul peak")
     p.add_argument("--peak-size", type=int, default=0, help="matmul side for the peak (default 2048 CPU, 8192 CUDA)")
@@ -122,7 +113,6 @@ class OurStep:
     """One optimisation step of ``StyleTransferModule`` as Lightning's automatic optimisation runs it."""
 
     def __init__(self, module, precision: str, device: torch.device, flags=frozenset()) -> None:
-        apply_experiments(module, flags)
         self.module = module.to(device)
         self.module.train()
         self.precision = precision
@@ -225,7 +215,7 @@ def loader_throughput(size: int, batch: int, workers: Sequence[int], batches: in
 
 def main_variant_flags(args) -> frozenset[str]:
     chosen = {"channels_last": args.channels_last, "compile": args.compile,
-              "fused_adam": args.exp_fused_adam, "inplace_relu": args.exp_inplace_relu}
+              "fused_adam": args.exp_fused_adam}
     return frozenset(flag for flag, on in chosen.items() if on)
 
 

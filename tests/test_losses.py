@@ -50,6 +50,22 @@ def test_gram_matrix_matches_loops() -> None:
         torch.testing.assert_close(gram[b].double(), loop_gram(a[b]), rtol=1e-5, atol=1e-5)
 
 
+def test_gram_matrix_channels_last_matches_loops_and_keeps_layout_in_gradient() -> None:
+    torch.manual_seed(5)
+    a = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    gram = gram_matrix(a)
+    for b in range(2):
+        torch.testing.assert_close(gram[b], loop_gram(a[b]))
+    a.requires_grad_(True)
+    assert torch.autograd.gradcheck(gram_matrix, (a,))
+    weights = torch.randn(2, 3, 3, dtype=torch.float64)
+    (gram_matrix(a) * weights).sum().backward()
+    # d/da sum_kk' w_kk' G_kk' = (w + w^T) a, written out per channel.
+    expected = torch.einsum("bkl,blhw->bkhw", weights + weights.transpose(1, 2), a.detach())
+    torch.testing.assert_close(a.grad, expected)
+    assert a.grad.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_gram_is_unnormalised_and_not_centred() -> None:
     a = torch.ones(1, 2, 3, 3)
     assert torch.equal(gram_matrix(a), torch.full((1, 2, 2), 9.0))

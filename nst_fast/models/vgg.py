@@ -130,9 +130,11 @@ class VGGFeatures(nn.Module):
         depth = max(names.index(layer) for layer in self.layers) + 1
         self.names = names[:depth]
         self.body = nn.Sequential(*list(features.children())[:depth])
-        for module in self.body:
+        # A ReLU may overwrite its input (saving a copy of the activations) unless that input, a conv
+        # output, is one of the requested layers.
+        for previous, module in zip(self.names, list(self.body)[1:]):
             if isinstance(module, nn.ReLU):
-                module.inplace = False
+                module.inplace = previous not in self.layers
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)

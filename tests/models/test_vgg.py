@@ -35,6 +35,17 @@ def test_features_match_torchvision_slices(tmp_path: Path) -> None:
     assert len(net.body) == 9  # truncated after relu2_2
 
 
+def test_requested_conv_output_is_not_overwritten_by_its_relu() -> None:
+    # ReLUs run in place except after a requested conv layer, whose pre-activation values must survive.
+    torch.manual_seed(1)
+    net = VGGFeatures(["conv1_2", "relu1_2", "relu2_1"], weights="none")
+    out = net(torch.rand(1, 3, 16, 16))
+    assert (out["conv1_2"] < 0).any()
+    torch.testing.assert_close(out["relu1_2"], out["conv1_2"].clamp_min(0))
+    relus = [m for m in net.body if isinstance(m, torch.nn.ReLU)]
+    assert [m.inplace for m in relus] == [True, False, True]
+
+
 def test_frozen_and_always_eval() -> None:
     net = VGGFeatures(["relu1_2"], weights="none")
     net.train()
