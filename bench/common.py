@@ -375,3 +375,27 @@ def _copy_module(module: nn.Module) -> nn.Module:
     if isinstance(clone, nn.ReLU):
         clone.inplace = True  # torchvision's default, as in the example
     return clone
+
+
+def plain_layers(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` (same weights) in which nst_fast's sub-pixel layers are replaced by the layers they
+    compute, as Johnson et al. and the PyTorch example write them: ``UpsampleConv2d`` by nearest x2 upsample,
+    reflection pad 1 and the 3x3 conv; ``SpaceToDepthConv2d`` by reflection pad ``k // 2`` and the ``k x k``
+    conv. The reference for inference latency."""
+    import copy
+
+    from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
+
+    def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
+        clone = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, bias=conv.bias is not None)
+        clone.load_state_dict(conv.state_dict())
+        return clone.to(conv.weight.device)
+
+    network = copy.deepcopy(network)
+    for module in list(network.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, UpsampleConv2d):
+                setattr(module, name, nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), plain_conv(child)))
+            elif isinstance(child, SpaceToDepthConv2d):
+                setattr(module, name, nn.Sequential(nn.ReflectionPad2d(child.kernel_size[0] // 2), plain_conv(child)))
+    return network

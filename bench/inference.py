@@ -1,15 +1,17 @@
-"""Inference latency of the transformation network per resolution and runtime, against eager float32.
+"""Inference latency of the transformation network per resolution and runtime, against plain eager float32.
 
     python bench/inference.py                                  # 256, 512, 1024, 1920x1080 on CPU
     python bench/inference.py --sizes 256,1024 --repeats 5
     python bench/inference.py --device cuda --compile
 
-Runtimes: ``eager-fp32`` (the reference: ``TransformerNet`` in float32, contiguous, ``torch.inference_mode``),
+Runtimes: ``eager-fp32-plain`` (the reference: ``TransformerNet``'s weights in the plain layers of Johnson et al.
+and the PyTorch example, nearest upsample + reflection pad + conv, float32, contiguous, ``torch.inference_mode``;
+``common.plain_layers``), ``eager-fp32`` (``TransformerNet`` as it is, with its exact sub-pixel layers),
 ``eager-fp32-cl`` (channels_last), ``eager-bf16-cl`` (bf16 autocast + channels_last), ``torchscript``
 (``torch.jit.trace`` + ``torch.jit.freeze``), ``onnxruntime-fp32`` (and ``onnxruntime-fp16`` with CUDA), and
 ``compile`` (``torch.compile``, with ``--compile``). All runtimes of one size are timed alternately; each row
-gives the median latency, its ratio to eager fp32 (speed-up, > 1 is faster) and the max |difference| of its
-output to eager fp32's (images in [0, 1]). Weights are random (``TransformerNet()``): timing does not depend
+gives the median latency, its ratio to the reference (speed-up, > 1 is faster) and the max |difference| of its
+output to the reference's (images in [0, 1]). Weights are random (``TransformerNet()``): timing does not depend
 on them, and the differences are as representative as with trained ones.
 """
 
@@ -32,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
-RUNTIMES = ("eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscript", "onnxruntime-fp32", "onnxruntime-fp16",
+REFERENCE = "eager-fp32-plain"
+RUNTIMES = (REFERENCE, "eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscript", "onnxruntime-fp32", "onnxruntime-fp16",
             "compile")
 
 
@@ -45,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads and ORT intra-op threads (0: default)")
     p.add_argument("--runtimes", default="eager-fp32,eager-fp32-cl,eager-bf16-cl,torchscript,onnxruntime-fp32",
-                   help=f"comma-separated, from {', '.join(RUNTIMES)}; eager-fp32 is always run (the reference). "
+                   help=f"comma-separated, from {', '.join(RUNTIMES)}; {REFERENCE} is always run (the reference). "
                         "onnxruntime-fp16 needs CUDA")
     p.add_argument("--compile", action="store_true", help="add the torch.compile runtime")
     p.add_argument("--seed", type=int, default=0)
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     common.set_threads(args.threads)
     device = common.pick_device(args.device)
     info = common.machine_info(device)
-    runtimes = ["eager-fp32", *[r.strip() for r in args.runtimes.split(",") if r.strip() and r.strip() != "eager-fp32"]]
+    runtimes = [REFERENCE, *[r.strip() for r in args.runtimes.split(",") if r.strip() and r.strip() != REFERENCE]]
     if args.compile and "compile" not in runtimes:
         runtimes.append("compile")
     unknown = set(runtimes) - set(RUNTIMES)
@@ -184,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     example = torch.rand(args.batch, 3, *sizes[0], device=device)
     for name in runtimes:
         try:
-            if name == "eager-fp32":
+            if name == REFERENCE:
+                runners[name] = eager(common.plain_layers(new_net()), device)
+            elif name == "eager-fp32":
                 runners[name] = eager(new_net(), device)
             elif name == "eager-fp32-cl":
                 runners[name] = eager(new_net(), device, channels_last=True)
@@ -209,19 +214,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         outputs = {name: run(x) for name, run in runners.items()}  # also a warm-up
         fns = {name: (lambda run=run: run(x)) for name, run in runners.items()}
         times = common.interleaved(fns, args.repeats, max(0, args.warmup - 1), device)
-        ref_median = statistics.median(times["eager-fp32"])
+        ref_median = statistics.median(times[REFERENCE])
         label = f"{width}x{height}" if width != height else str(width)
         rows = []
         for name, seconds in times.items():
             s = common.summary(seconds)
-            diff = float((outputs[name].float() - outputs["eager-fp32"]).abs().max())
+            diff = float((outputs[name].float() - outputs[REFERENCE]).abs().max())
             results.append({"size": label, "height": height, "width": width, "batch": args.batch, "runtime": name, **s,
-                            "speedup_vs_eager_fp32": ref_median / s["median_s"], "max_abs_diff_vs_eager_fp32": diff})
+                            "speedup_vs_reference": ref_median / s["median_s"], "max_abs_diff_vs_reference": diff})
             rows.append([name, s["median_s"] * 1e3, f"{ref_median / s['median_s']:.2f}x", f"{diff:.1e}"])
         print(f"\n{label} (batch {args.batch})")
-        print(common.table(rows, ["runtime", "median ms", "vs eager fp32", "max |diff|"]))
+        print(common.table(rows, ["runtime", "median ms", f"vs {REFERENCE}", "max |diff|"]))
 
-    record = {"machine": info, "config": vars(args), "runtimes": runtimes, "unavailable": errors, "results": results}
+    record = {"machine": info, "config": vars(args), "reference": REFERENCE, "runtimes": runtimes, "unavailable": errors, "results": results}
     path = common.write_record("inference", record, args.out_dir)
     print(f"\nrecord: {path}")
     record["record_path"] = str(path)

@@ -46,16 +46,16 @@ def test_train_step_writes_record(bench_module, tmp_path: Path) -> None:
 def test_inference_writes_record(bench_module, tmp_path: Path) -> None:
     inference = bench_module("inference")
     record = inference.main([
-        "--sizes", "32,40x24", "--repeats", "1", "--warmup", "0", "--runtimes", "eager-fp32-cl,torchscript",
+        "--sizes", "32,40x24", "--repeats", "1", "--warmup", "0", "--runtimes", "eager-fp32,eager-fp32-cl,torchscript",
         "--out-dir", str(tmp_path),
     ])
     saved = json.loads(Path(record["record_path"]).read_text())
     assert {"machine", "config", "runtimes", "results"} <= set(saved)
     rows = {(r["size"], r["runtime"]): r for r in saved["results"]}
-    assert set(rows) == {(s, r) for s in ("32", "40x24") for r in ("eager-fp32", "eager-fp32-cl", "torchscript")}
+    assert set(rows) == {(s, r) for s in ("32", "40x24") for r in ("eager-fp32-plain", "eager-fp32", "eager-fp32-cl", "torchscript")}
     for row in rows.values():
-        assert row["median_s"] > 0 and row["max_abs_diff_vs_eager_fp32"] < 1e-3
-    assert rows[("40x24", "eager-fp32")]["width"] == 40 and rows[("40x24", "eager-fp32")]["height"] == 24
+        assert row["median_s"] > 0 and row["max_abs_diff_vs_reference"] < 1e-3
+    assert rows[("40x24", "eager-fp32-plain")]["width"] == 40 and rows[("40x24", "eager-fp32-plain")]["height"] == 24
 
 
 def test_size_parsing(bench_module) -> None:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nst_fast.errors import ConfigError
+from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
 
 #: The network halves the resolution twice, so it works internally on sizes divisible by this.
 SIZE_MULTIPLE = 4
@@ -39,20 +40,20 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
 
 class ConvNormAct(nn.Sequential):
-    """Reflection pad -> conv -> instance norm -> optional ReLU; ``upsample`` doubles H, W first (nearest)."""
+    """Reflection pad -> conv -> instance norm -> optional ReLU; ``upsample`` doubles H, W first (nearest),
+    computed at low resolution by ``UpsampleConv2d`` (3x3 stride-1 only)."""
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *, relu: bool = True,
         upsample: bool = False,
     ) -> None:
-        layers: list[nn.Module] = []
         if upsample:
-            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        layers += [
-            nn.ReflectionPad2d(kernel_size // 2),
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride),
-            InstanceNorm2d(out_channels, affine=True),
-        ]
+            if kernel_size != 3 or stride != 1:
+                raise ValueError(f"upsampling layers are 3x3 stride 1, got kernel {kernel_size}, stride {stride}")
+            layers: list[nn.Module] = [UpsampleConv2d(in_channels, out_channels)]
+        else:
+            layers = [nn.ReflectionPad2d(kernel_size // 2), nn.Conv2d(in_channels, out_channels, kernel_size, stride)]
+        layers.append(InstanceNorm2d(out_channels, affine=True))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
@@ -76,7 +77,8 @@ class TransformerNet(nn.Module):
 
     Layout (default ``base_channels=32``, ``residual_blocks=5``): 9x9 conv 32, 3x3 stride-2 convs 64 and 128,
     five residual blocks of 128, two (nearest upsample x2 + 3x3 conv) stages 64 and 32, 9x9 conv to 3
-    channels, sigmoid. Any ``H, W >= 5`` works: the input is reflect-padded to a multiple of 4 and the output
+    channels, sigmoid. The upsampling stages and the last conv are computed in exact sub-pixel forms
+    (``nst_fast.models.subpixel``). Any ``H, W >= 5`` works: the input is reflect-padded to a multiple of 4 and the output
     cropped back, with no Python-side shape branches, so ``torch.onnx.export(dynamo=True)`` keeps H and W dynamic.
     """
 
@@ -93,8 +95,7 @@ class TransformerNet(nn.Module):
         self.decoder = nn.Sequential(
             ConvNormAct(c3, c2, 3, upsample=True),
             ConvNormAct(c2, c1, 3, upsample=True),
-            nn.ReflectionPad2d(4),
-            nn.Conv2d(c1, 3, 9),
+            SpaceToDepthConv2d(c1, 3, 9),
         )
 
     def forward(self, x: Tensor) -> Tensor:
