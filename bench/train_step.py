@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-#: Variant flags after the precision: "32-true+channels_last+compile". The last one is an EXPERIMENT that
-#: prototypes a package change (see bench/README.md); it does not exist in nst_fast.
-FLAGS = ("channels_last", "compile", "fused_adam")
+#: Variant flags after the precision: "32-true+channels_last+compile". ``plain_layers`` runs the transformation
+#: network with the plain layers its sub-pixel layers compute (``common.plain_layers``); ``fused_adam`` is an
+#: EXPERIMENT that prototypes a package change (see bench/README.md); it does not exist in nst_fast.
+FLAGS = ("channels_last", "plain_layers", "compile", "fused_adam")
 
 
 def parse_variant(spec: str) -> tuple[str, frozenset[str]]:
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     p.add_argument("--vgg-weights", default="none", help="loss.weights: none (random, same cost), imagenet or a path")
+    p.add_argument("--loss", default="vgg16", help="the loss config group (vgg16_hed for the offline HED weights)")
     p.add_argument("--style-size", type=int, default=256, help="style.size (only affects the one-off Gram targets)")
     p.add_argument("--sweep", action="store_true",
                    help="also time fp32/bf16 x contiguous/channels_last variants of ours in the same interleaved run")
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul peak")
     p.add_argument("--peak-size", type=int, default=0, help="matmul side for the peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--loader-workers", default="0,1,2", help="num_workers values for the loader test ('' to skip)")
-    p.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader setting")
+    p.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader setting (0 to skip)")
     p.add_argument("--compare-curves", type=int, default=0, metavar="N",
                    help="run N steps of ours (fp32, and as configured) and of the reference from the same init and "
                         "data; print the loss series")
@@ -86,14 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 # --- Ours -------------------------------------------------------------------------------------------------------------
 
 
-def compose_config(size: int, batch: int, precision: str, channels_last: bool, vgg_weights: str, style_size: int):
+def compose_config(
+    size: int, batch: int, precision: str, channels_last: bool, vgg_weights: str, style_size: int, loss: str = "vgg16"
+):
     from hydra import compose, initialize_config_dir
 
     from nst_fast.config import CONFIG_DIR, register_resolvers
 
     register_resolvers()
     overrides = [
-        f"data.image_size={size}", f"data.batch_size={batch}", f"loss.weights={vgg_weights}",
+        f"loss={loss}", f"data.image_size={size}", f"data.batch_size={batch}", f"loss.weights={vgg_weights}",
         f"style.size={style_size}", f"channels_last={str(channels_last).lower()}", f"trainer.precision={precision}",
     ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -148,9 +152,11 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
     from nst_fast.train import build_module
 
     channels_last = "channels_last" in flags
-    cfg = compose_config(args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size)
+    cfg = compose_config(args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size, args.loss)
     torch.manual_seed(args.seed)
     module = build_module(cfg)
+    if "plain_layers" in flags:
+        module.transformer = common.plain_layers(module.transformer)
     if base is not None:
         module.transformer.load_state_dict(base.transformer.state_dict())
         module.loss.features.load_state_dict(base.loss.features.state_dict())
@@ -168,7 +174,7 @@ def _style_image(cfg) -> torch.Tensor:
 
 def build_reference(ours: OurStep, args, device: torch.device) -> common.ExampleTrainer:
     """The example's step with our loss network's weights and the same style image (at ``style.size``)."""
-    cfg = compose_config(args.size, args.batch, "32-true", False, args.vgg_weights, args.style_size)
+    cfg = compose_config(args.size, args.batch, "32-true", False, args.vgg_weights, args.style_size, args.loss)
     body = common.copy_vgg_body(ours.module.loss.features.body).float().to(memory_format=torch.contiguous_format)
     torch.manual_seed(args.seed)
     return common.ExampleTrainer(body, _style_image(cfg), args.batch, device)
@@ -276,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         record["flops"] = flops_report(ours, reference, x, args, device, steps)
 
     workers = [int(w) for w in args.loader_workers.split(",") if w.strip()]
-    if workers:
+    if workers and args.loader_batches > 0:
         loader = loader_throughput(args.size, args.batch, workers, args.loader_batches)
         step_ips = steps[main_name]["images_per_s"]
         print()
@@ -357,29 +363,29 @@ def flops_report(ours: OurStep, reference, x, args, device, steps) -> dict[str, 
 
 
 def compare_curves(args, device: torch.device) -> dict[str, Any]:
-    """N steps from the same init and the same batches: ours in fp32 (contiguous), ours as configured, and the
-    reference. Ours-fp32 vs ours-configured must agree within noise; the reference's series (a different
-    parametrisation: 0-255 images, unbounded output, other loss scale) is printed normalised by its first loss."""
+    """N steps from the same init and the same batches: ours in plain form (fp32, contiguous, the transformation
+    network's plain layers), ours as configured, and the reference. Plain vs configured must agree within
+    noise; the reference's series (a different parametrisation: 0-255 images, unbounded output, other loss
+    scale) is printed normalised by its first loss."""
     n = args.compare_curves
     batches = [b.to(device) for b in fixed_batches(args.size, args.batch, n, args.seed + 1)]
     flags = main_variant_flags(args)
-    base = build_ours(args, "32-true", frozenset(), device)
-    configured = build_ours(args, args.precision, flags, device, base=base.module)
-    reference = build_reference(base, args, device)
-    series: dict[str, list[float]] = {"ours_fp32": [], "ours_configured": [], "reference": []}
+    plain = build_ours(args, "32-true", frozenset({"plain_layers"}), device)
+    configured = build_ours(args, args.precision, flags, device)  # same seed: the same init
+    reference = build_reference(configured, args, device)
+    series: dict[str, list[float]] = {"ours_plain": [], "ours_configured": [], "reference": []}
     for b in batches:
-        series["ours_fp32"].append(base.step(b))
+        series["ours_plain"].append(plain.step(b))
         series["ours_configured"].append(configured.step(b))
         series["reference"].append(float(reference.step(b)))
-    rel = [abs(a - b) / abs(a) for a, b in zip(series["ours_fp32"], series["ours_configured"])]
+    rel = [abs(a - b) / abs(a) for a, b in zip(series["ours_plain"], series["ours_configured"])]
     norm = {k: [v / s[0] for v in s] for k, s in series.items()}
-    print(f"\nloss curves over {n} steps (normalised by the first loss): ours 32-true | ours "
+    print(f"\nloss curves over {n} steps (normalised by the first loss): ours 32-true+plain_layers | ours "
           f"{variant_name(args.precision, flags)} | reference")
     for i in range(n):
-        print(f"  {i:3d}  {norm['ours_fp32'][i]:.4f}  {norm['ours_configured'][i]:.4f}  {norm['reference'][i]:.4f}")
-    print(f"relative difference ours configured vs ours fp32: max {max(rel):.2e}, last {rel[-1]:.2e}")
+        print(f"  {i:3d}  {norm['ours_plain'][i]:.4f}  {norm['ours_configured'][i]:.4f}  {norm['reference'][i]:.4f}")
+    print(f"relative difference ours configured vs ours plain: max {max(rel):.2e}, last {rel[-1]:.2e}")
     return {"series": series, "normalised": norm, "relative_difference": rel, "max_relative_difference": max(rel)}
-
 
 if __name__ == "__main__":
     main()

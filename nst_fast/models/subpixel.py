@@ -12,8 +12,10 @@ same state-dict entries, same maths); only the way the output is computed differ
   AVX-512); on 4x4 blocks of the input it becomes a 3x3 conv from ``16 I`` to ``16 O`` channels, about 1.8x
   the multiply-adds (the zero taps) but 3-4x faster.
 
-Rearrangements (``_interleave_phases``, ``_space_to_depth``) are written on the channels-last view so that in
-channels_last memory they copy whole channel vectors; they work for any layout.
+Eagerly, the rearrangements (``_InterleavePhases``, ``_space_to_depth``) work on the channels-last view, so that
+in channels_last memory they copy whole channel vectors (any layout works). Captured graphs (ONNX export,
+tracing, ``torch.compile``) interleave with a depth-to-space and a crop instead, which ONNX Runtime runs faster
+than the equivalent transposes.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def _phase_crops(height: int, width: int, channels: int) -> list[tuple[int, int,
 
 
 class _InterleavePhases(torch.autograd.Function):
-    """Eager interleave: the four crops copied into a channels_last output, and in the backward the output
-    gradient copied back into one zero-bordered phase gradient (autograd's slicing backward would build and
-    sum four full-size zero tensors)."""
+    """``[B, 4 C, h + 1, w + 1]`` phases (block ``2a + b`` = phase ``(1 - a, 1 - b)``) -> ``[B, C, 2h, 2w]``:
+    output pixel ``(2i + a, 2j + b)`` is window ``(i + a, j + b)`` of phase ``(a, b)``. The four crops are copied
+    into a channels_last output, one pass; the backward copies the output gradient back into one zero-bordered
+    phase gradient (autograd's slicing backward would build and sum four full-size zero tensors)."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, phases: Tensor, channels: int) -> Tensor:  # type: ignore[override]
@@ -67,22 +70,9 @@ class _InterleavePhases(torch.autograd.Function):
         return grad_phases.permute(0, 3, 1, 2), None
 
 
-def _interleave_phases(phases: Tensor, channels: int) -> Tensor:
-    """``[B, 4 C, h + 1, w + 1]`` phase outputs -> ``[B, C, 2h, 2w]``.
-
-    Block ``2a + b`` of ``phases`` is phase ``(1 - a, 1 - b)``, valid at window offset ``(1 - a, 1 - b)``:
-    output pixel ``(2i + a, 2j + b)`` is ``phases[:, (2 (1 - a) + (1 - b)) C + c, i + a, j + b]``. With this
-    order a depth-to-space of all of ``phases`` (``[2h + 2, 2w + 2]``) holds the output at offset (1, 1); that is
-    how exported graphs compute it (one DepthToSpace and one Slice). Eagerly the crops are copied straight
-    into a channels_last result, one pass over the output (``_InterleavePhases``).
-    """
-    if torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        height, width = phases.shape[-2] - 1, phases.shape[-1] - 1
-        batch = phases.shape[0]
-        shuffled = phases.reshape(batch, 2, 2, channels, height + 1, width + 1).permute(0, 3, 4, 1, 5, 2)
-        shuffled = shuffled.reshape(batch, channels, 2 * height + 2, 2 * width + 2)
-        return shuffled[:, :, 1 : 2 * height + 1, 1 : 2 * width + 1]
-    return _InterleavePhases.apply(phases, channels)
+def _graph_mode() -> bool:
+    """Whether the forward is being captured (ONNX export, ``torch.jit.trace``, ``torch.compile``) rather than run."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def _space_to_depth(x: Tensor) -> Tensor:
@@ -106,10 +96,13 @@ class UpsampleConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size=3, bias=bias)
         self.register_buffer("taps", torch.tensor(_UPSAMPLE_TAPS), persistent=False)
 
-    def phase_weight(self) -> Tensor:
-        """The stacked phase kernels ``[4 O, I, 2, 2]``: block ``2a + b`` is phase ``(1 - a, 1 - b)``."""
+    def phase_weight(self, channel_major: bool = False) -> Tensor:
+        """The stacked phase kernels ``[4 O, I, 2, 2]``. Kernel ``(2a + b) O + o`` (``4 o + 2a + b`` when
+        ``channel_major``) is output channel ``o`` of phase ``(1 - a, 1 - b)``, whose window starts at offset
+        ``(1 - a, 1 - b)`` of the padded input."""
         taps = self.taps.flip(0).to(self.weight.dtype)
-        kernels = torch.einsum("apu,oiuv,bqv->aboipq", taps, self.weight, taps)
+        equation = "apu,oiuv,bqv->oabipq" if channel_major else "apu,oiuv,bqv->aboipq"
+        kernels = torch.einsum(equation, taps, self.weight, taps)
         return kernels.reshape(4 * self.out_channels, self.in_channels, 2, 2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -120,9 +113,14 @@ class UpsampleConv2d(nn.Conv2d):
             padded = torch.cat([rows[:, :, :, :1], rows, rows[:, :, :, -1:]], dim=3)
         else:
             padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        if _graph_mode():
+            # Depth-to-space of all (h + 1) x (w + 1) windows puts the output at offset (1, 1): output pixel
+            # (2i + a, 2j + b) is window (i + a, j + b) of phase (a, b).
+            bias = None if self.bias is None else self.bias.repeat_interleave(4)
+            shuffled = F.pixel_shuffle(F.conv2d(padded, self.phase_weight(channel_major=True), bias), 2)
+            return F.pad(shuffled, (-1, -1, -1, -1))  # the crop as one ONNX Pad (two Slices copy twice)
         bias = None if self.bias is None else self.bias.repeat(4)
-        phases = F.conv2d(padded, self.phase_weight(), bias)
-        return _interleave_phases(phases, self.out_channels)
+        return _InterleavePhases.apply(F.conv2d(padded, self.phase_weight(), bias), self.out_channels)
 
 
 class SpaceToDepthConv2d(nn.Conv2d):
