@@ -155,14 +155,19 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
     cfg = compose_config(args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size, args.loss)
     torch.manual_seed(args.seed)
     module = build_module(cfg)
-    if "plain_layers" in flags:
-        module.transformer = common.plain_layers(module.transformer)
     if base is not None:
-        module.transformer.load_state_dict(base.transformer.state_dict())
+        # Parameters in module order: the same whether either network has its plain layers or not.
+        ours, theirs = list(module.transformer.parameters()), list(base.transformer.parameters())
+        assert [p.shape for p in ours] == [p.shape for p in theirs]
+        with torch.no_grad():
+            for mine, other in zip(ours, theirs):
+                mine.copy_(other)
         module.loss.features.load_state_dict(base.loss.features.state_dict())
         module.loss.set_style(_style_image(cfg))
         if channels_last:
             module.to(memory_format=torch.channels_last)
+    if "plain_layers" in flags:
+        module.transformer = common.plain_layers(module.transformer)
     return OurStep(module, precision, device, flags)
 
 

@@ -25,20 +25,20 @@ def test_train_step_writes_record(bench_module, tmp_path: Path) -> None:
     train_step = bench_module("train_step")
     record = train_step.main([
         "--size", "32", "--batch", "1", "--steps", "1", "--warmup", "0", "--loader-workers", "0",
-        "--loader-batches", "1", "--compare-curves", "2", "--style-size", "32", "--peak-size", "256", "--also", "32-true+channels_last", "--out-dir", str(tmp_path),
+        "--loader-batches", "1", "--compare-curves", "2", "--style-size", "32", "--peak-size", "256", "--also", "32-true+channels_last+plain_layers", "--out-dir", str(tmp_path),
     ])
     saved = json.loads(Path(record["record_path"]).read_text())
     assert Path(record["record_path"]).parent == tmp_path
     for key in ("machine", "config", "ours", "steps", "ratio_ours_vs_reference", "flops", "loader", "curves"):
         assert key in saved, key
     assert {"cpu_model", "torch_version", "torch_threads"} <= set(saved["machine"])
-    assert set(saved["steps"]) == {"32-true", "32-true+channels_last", "reference"}
+    assert set(saved["steps"]) == {"32-true", "32-true+channels_last+plain_layers", "reference"}
     assert saved["steps"]["32-true"]["images_per_s"] > 0
     flops = saved["flops"]
     assert flops["ours_per_step"] > 0 and flops["reference_per_step"] > flops["ours_per_step"]
     assert {"fp32", "bf16"} <= set(flops["matmul_peak_gflops_per_s"])
     assert saved["loader"][0]["num_workers"] == 0 and saved["loader"][0]["images_per_s"] > 0
-    # Same init, same data, same precision: the series agree.
+    # Same init, same data, same precision, plain layers vs sub-pixel layers: the series agree.
     assert saved["curves"]["max_relative_difference"] < 1e-4
     assert len(saved["curves"]["series"]["reference"]) == 2
 
