@@ -381,7 +381,7 @@ def plain_layers(network: nn.Module) -> nn.Module:
     """A copy of ``network`` (same weights) in which nst_fast's sub-pixel layers are replaced by the layers they
     compute, as Johnson et al. and the PyTorch example write them: ``UpsampleConv2d`` by nearest x2 upsample,
     reflection pad 1 and the 3x3 conv; ``SpaceToDepthConv2d`` by reflection pad ``k // 2`` and the ``k x k``
-    conv. The reference for inference latency."""
+    conv. The reference for inference latency, and the plain form in the training benchmark's curves."""
     import copy
 
     from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
@@ -389,7 +389,8 @@ def plain_layers(network: nn.Module) -> nn.Module:
     def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
         clone = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, bias=conv.bias is not None)
         clone.load_state_dict(conv.state_dict())
-        return clone.to(conv.weight.device)
+        layout = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return clone.to(device=conv.weight.device, dtype=conv.weight.dtype, memory_format=layout)
 
     network = copy.deepcopy(network)
     for module in list(network.modules()):

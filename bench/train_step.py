@@ -3,7 +3,7 @@
     python bench/train_step.py                                   # 256 px, batch 4, fp32, CPU
     python bench/train_step.py --precision bf16-mixed            # bf16 autocast (CPUs with AVX-512-BF16/AMX, GPUs)
     python bench/train_step.py --sweep                           # fp32/bf16 x contiguous/channels_last, interleaved
-    python bench/train_step.py --compare-curves 30               # loss series: ours fp32 vs ours as configured
+    python bench/train_step.py --compare-curves 30               # loss series: ours plain fp32 vs ours as configured
     python bench/train_step.py --device cuda --precision bf16-mixed --channels-last --compile
 
 "Ours" is the real training path: the module is built from the Hydra config by ``nst_fast.train.build_module``

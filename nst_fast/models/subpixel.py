@@ -12,8 +12,8 @@ same state-dict entries, same maths); only the way the output is computed differ
   AVX-512); on 4x4 blocks of the input it becomes a 3x3 conv from ``16 I`` to ``16 O`` channels, about 1.8x
   the multiply-adds (the zero taps) but 3-4x faster.
 
-Eagerly, the rearrangements (``_InterleavePhases``, ``_space_to_depth``) work on the channels-last view, so that
-in channels_last memory they copy whole channel vectors (any layout works). Captured graphs (ONNX export,
+Eagerly, the interleave (``_InterleavePhases``) copies in the input's layout and the blocked conv runs
+channels_last (``_space_to_depth`` copies whole channel vectors there); outputs keep the input's layout. Captured graphs (ONNX export,
 tracing, ``torch.compile``) interleave with a depth-to-space and a crop instead, which ONNX Runtime runs faster
 than the equivalent transposes.
 """
@@ -44,8 +44,9 @@ def _phase_crops(height: int, width: int, channels: int) -> list[tuple[int, int,
 class _InterleavePhases(torch.autograd.Function):
     """``[B, 4 C, h + 1, w + 1]`` phases (block ``2a + b`` = phase ``(1 - a, 1 - b)``) -> ``[B, C, 2h, 2w]``:
     output pixel ``(2i + a, 2j + b)`` is window ``(i + a, j + b)`` of phase ``(a, b)``. The four crops are copied
-    into a channels_last output, one pass; the backward copies the output gradient back into one zero-bordered
-    phase gradient (autograd's slicing backward would build and sum four full-size zero tensors)."""
+    into an output in the layout of ``phases`` (channels_last or contiguous), one pass; the backward copies the
+    output gradient back into one zero-bordered phase gradient (autograd's slicing backward would build and
+    sum four full-size zero tensors)."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, phases: Tensor, channels: int) -> Tensor:  # type: ignore[override]
@@ -53,25 +54,43 @@ class _InterleavePhases(torch.autograd.Function):
         height, width = rows - 1, columns - 1
         ctx.phase_shape = phases.shape
         ctx.channels = channels
-        source = phases.permute(0, 2, 3, 1)
-        out = source.new_empty(batch, height, 2, width, 2, channels)
+        ctx.channels_last = _is_channels_last(phases)
+        if ctx.channels_last:
+            source = phases.permute(0, 2, 3, 1)
+            out = source.new_empty(batch, height, 2, width, 2, channels)
+            for a, b, row_range, column_range, block in _phase_crops(height, width, channels):
+                out[:, :, a, :, b, :] = source[:, row_range, column_range, block]
+            return out.view(batch, 2 * height, 2 * width, channels).permute(0, 3, 1, 2)
+        out = phases.new_empty(batch, channels, height, 2, width, 2)
         for a, b, row_range, column_range, block in _phase_crops(height, width, channels):
-            out[:, :, a, :, b, :] = source[:, row_range, column_range, block]
-        return out.view(batch, 2 * height, 2 * width, channels).permute(0, 3, 1, 2)
+            out[:, :, :, a, :, b] = phases[:, block, row_range, column_range]
+        return out.view(batch, channels, 2 * height, 2 * width)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         batch, phase_channels, rows, columns = ctx.phase_shape
         height, width = rows - 1, columns - 1
-        grad_out = grad.permute(0, 2, 3, 1).reshape(batch, height, 2, width, 2, ctx.channels)
-        grad_phases = grad.new_zeros(batch, rows, columns, phase_channels)
-        for a, b, row_range, column_range, block in _phase_crops(height, width, ctx.channels):
-            grad_phases[:, row_range, column_range, block] = grad_out[:, :, a, :, b, :]
-        return grad_phases.permute(0, 3, 1, 2), None
+        crops = _phase_crops(height, width, ctx.channels)
+        if ctx.channels_last:
+            grad_out = grad.permute(0, 2, 3, 1).reshape(batch, height, 2, width, 2, ctx.channels)
+            grad_phases = grad.new_zeros(batch, rows, columns, phase_channels)
+            for a, b, row_range, column_range, block in crops:
+                grad_phases[:, row_range, column_range, block] = grad_out[:, :, a, :, b, :]
+            return grad_phases.permute(0, 3, 1, 2), None
+        grad_out = grad.reshape(batch, ctx.channels, height, 2, width, 2)
+        grad_phases = grad.new_zeros(batch, phase_channels, rows, columns)
+        for a, b, row_range, column_range, block in crops:
+            grad_phases[:, block, row_range, column_range] = grad_out[:, :, :, a, :, b]
+        return grad_phases, None
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _graph_mode() -> bool:
-    """Whether the forward is being captured (ONNX export, ``torch.jit.trace``, ``torch.compile``) rather than run."""
+    """Whether the forward is being captured (ONNX export, ``torch.jit.trace``, ``torch.compile``) rather than run.
+    (``torch.compiler.is_compiling()`` is true while exporting too.)"""
     return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
@@ -102,11 +121,15 @@ class UpsampleConv2d(nn.Conv2d):
         ``(1 - a, 1 - b)`` of the padded input."""
         taps = self.taps.flip(0).to(self.weight.dtype)
         equation = "apu,oiuv,bqv->oabipq" if channel_major else "apu,oiuv,bqv->aboipq"
-        kernels = torch.einsum(equation, taps, self.weight, taps)
+        with torch.autocast(self.weight.device.type, enabled=False):  # sum the taps at the weights' precision
+            kernels = torch.einsum(equation, taps, self.weight, taps)
         return kernels.reshape(4 * self.out_channels, self.in_channels, 2, 2)
 
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, nearest upsample x2 + reflection pad 1 + 3x3 conv, bias={self.bias is not None}"
+
     def forward(self, x: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
             # torch.compile's meta kernel of replication_pad2d_backward gets channels_last strides wrong
             # (torch 2.14: "expected stride 1==256 at dim=1"), so compiled graphs pad by concatenation.
             rows = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
@@ -157,15 +180,23 @@ class SpaceToDepthConv2d(nn.Conv2d):
     def block_weight(self) -> Tensor:
         """The block kernel ``[16 O, 16 I, K, K]`` (output ``16 o + 4 a + b``, input ``(4 p + q) I + c``)."""
         out_channels, in_channels = self.out_channels, self.in_channels
-        flat = self.weight.reshape(out_channels, in_channels, -1)
-        flat = torch.cat([flat, flat.new_zeros(out_channels, in_channels, 1)], dim=2)
+        flat = F.pad(self.weight.reshape(out_channels, in_channels, -1), (0, 1))  # the zero tap at index k*k
         span = self.block_taps.shape[-1]
         gathered = flat[:, :, self.block_taps]  # [O, I, a, b, p, q, dy, dx]
         gathered = gathered.permute(0, 2, 3, 4, 5, 1, 6, 7)  # [O, a, b, p, q, I, dy, dx]
         return gathered.reshape(out_channels * BLOCK * BLOCK, BLOCK * BLOCK * in_channels, span, span)
 
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, reflection pad {self.kernel_size[0] // 2} + "
+                f"{self.kernel_size[0]}x{self.kernel_size[1]} conv on {BLOCK}x{BLOCK} blocks, bias={self.bias is not None}")
+
     def forward(self, x: Tensor) -> Tensor:
+        if not _graph_mode() and (x.shape[-2] % BLOCK or x.shape[-1] % BLOCK):
+            raise ValueError(f"SpaceToDepthConv2d needs H and W multiples of {BLOCK}, got {tuple(x.shape[-2:])}")
         pad = self.kernel_size[0] // 2
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         bias = None if self.bias is None else self.bias.repeat_interleave(BLOCK * BLOCK)
-        return F.pixel_shuffle(F.conv2d(_space_to_depth(padded), self.block_weight(), bias), BLOCK)
+        out = F.pixel_shuffle(F.conv2d(_space_to_depth(padded), self.block_weight(), bias), BLOCK)
+        if _graph_mode() or _is_channels_last(x):
+            return out
+        return out.contiguous()  # the input's layout (the blocked conv runs channels_last)

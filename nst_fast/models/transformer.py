@@ -72,6 +72,24 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+#: Decoder state-dict names in checkpoints written before the sub-pixel layers (when Upsample, ReflectionPad2d(1)
+#: and ReflectionPad2d(4) were modules of their own) -> the names of the same parameters now.
+_PLAIN_DECODER_KEYS = {"decoder.0.2.": "decoder.0.0.", "decoder.0.3.": "decoder.0.1.", "decoder.1.2.": "decoder.1.0.",
+                       "decoder.1.3.": "decoder.1.1.", "decoder.3.": "decoder.2."}
+
+
+def _rename_plain_decoder_keys(state_dict: dict, prefix: str, *args: object) -> None:
+    """Load-state-dict pre-hook: checkpoints written with the plain decoder layers load unchanged (same
+    parameters, other module indices). Recognised by ``decoder.3.weight``, which only that layout has."""
+    if f"{prefix}decoder.3.weight" not in state_dict:
+        return
+    for key in [k for k in state_dict if k.startswith(f"{prefix}decoder.")]:
+        for old, new in _PLAIN_DECODER_KEYS.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                break
+
+
 class TransformerNet(nn.Module):
     """Feed-forward style network: RGB ``[B, 3, H, W]`` in [0, 1] -> stylised RGB of the same shape in [0, 1].
 
@@ -97,6 +115,7 @@ class TransformerNet(nn.Module):
             ConvNormAct(c2, c1, 3, upsample=True),
             SpaceToDepthConv2d(c1, 3, 9),
         )
+        self._register_load_state_dict_pre_hook(_rename_plain_decoder_keys)
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]

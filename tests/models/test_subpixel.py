@@ -70,15 +70,38 @@ def test_gradients_equal_the_plain_layers(layout, make, plain, size) -> None:
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-def test_compiled_and_traced_forms_equal_the_plain_layers() -> None:
-    # torch.compile, torch.jit.trace and ONNX export take the graph-friendly interleave and padding.
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_eager_output_and_gradient_keep_the_input_layout(layout: torch.memory_format) -> None:
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 8, 12).contiguous(memory_format=layout).requires_grad_(True)
+    for conv in (UpsampleConv2d(3, 4), SpaceToDepthConv2d(3, 2, 9)):
+        out = conv(x)
+        out.sum().backward()
+        assert out.is_contiguous(memory_format=layout)
+        assert x.grad.is_contiguous(memory_format=layout)
+        x.grad = None
+
+
+def test_space_to_depth_conv_names_the_size_it_needs() -> None:
+    with pytest.raises(ValueError, match="multiples of 4"):
+        SpaceToDepthConv2d(2, 3, 9)(torch.randn(1, 2, 8, 10))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_compiled_and_traced_forms_equal_the_plain_layers(layout: torch.memory_format) -> None:
+    # torch.compile (forward and backward), torch.jit.trace and ONNX export take the graph-friendly interleave.
     torch.manual_seed(4)
     up, last = UpsampleConv2d(3, 4), SpaceToDepthConv2d(4, 3, 9)
     both = torch.nn.Sequential(up, last)
-    x = torch.randn(1, 3, 4, 6)
+    x = torch.randn(2, 3, 4, 6).contiguous(memory_format=layout).requires_grad_(True)
+    upstream = torch.randn(2, 3, 8, 12)
+    expected = plain_padded_conv(plain_upsample_conv(x, up), last)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), (x, up.weight, last.weight))
+    compiled = torch.compile(both, fullgraph=True)(x)
+    compiled_grads = torch.autograd.grad((compiled * upstream).sum(), (x, up.weight, last.weight))
     with torch.no_grad():
-        expected = plain_padded_conv(plain_upsample_conv(x, up), last)
-        compiled = torch.compile(both, fullgraph=True)(x)
-        traced = torch.jit.trace(both, x)(x)
+        traced = torch.jit.trace(both, x.detach())(x.detach())
     torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(traced, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(compiled_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

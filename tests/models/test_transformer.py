@@ -82,3 +82,31 @@ def test_channels_last_network_matches_contiguous(net: TransformerNet) -> None:
         channels_last = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     net.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(channels_last, contiguous, rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoints_with_the_plain_decoder_layout_load(net: TransformerNet) -> None:
+    # Before the sub-pixel layers the decoder was [Upsample, ReflectionPad2d, Conv2d, norm, ReLU] x 2,
+    # ReflectionPad2d(4), Conv2d: the same parameters under other indices.
+    old_names = {"decoder.0.0.": "decoder.0.2.", "decoder.0.1.": "decoder.0.3.", "decoder.1.0.": "decoder.1.2.",
+                 "decoder.1.1.": "decoder.1.3.", "decoder.2.": "decoder.3."}
+    state = {}
+    for key, value in net.state_dict().items():
+        for new, old in old_names.items():
+            if key.startswith(new):
+                key = old + key[len(new):]
+                break
+        state[key] = value.clone()
+    assert "decoder.3.weight" in state and "decoder.0.2.weight" in state
+    fresh = TransformerNet(base_channels=8, residual_blocks=2).eval()
+    fresh.load_state_dict(state)
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_output_keeps_the_input_layout(net: TransformerNet, layout: torch.memory_format) -> None:
+    x = torch.rand(1, 3, 24, 32).contiguous(memory_format=layout)
+    with torch.no_grad():
+        y = net(x)
+    assert y.is_contiguous(memory_format=layout)
