@@ -65,7 +65,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     process.communicate(timeout=60)
     last = run_dir / "checkpoints" / "last.ckpt"
     step, optimiser_step = step_of(last)  # a complete, loadable file: never half-written
-    assert step >= 6 and step % 3 == 0 and optimiser_step == step
+    # Lightning writes step_000006.ckpt before last.ckpt, so the kill may land between the two.
+    assert step >= 3 and step % 3 == 0 and optimiser_step == step
     run_train("experiment=smoke", f"ckpt_path={last}", f"trainer.max_steps={step + 3}", f"hydra.run.dir={run_dir}",
               cwd=tmp_path)
     assert step_of(last) == (step + 3, step + 3)
