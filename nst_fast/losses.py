@@ -35,6 +35,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from nst_fast.layout import is_channels_last
+
 StyleNormalisation = Literal["reference", "mean", "energy"]
 STYLE_NORMALISATIONS: tuple[str, ...] = ("reference", "mean", "energy")
 
@@ -49,10 +51,6 @@ def _at_least_float32(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _is_channels_last(a: Tensor) -> bool:
-    return a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
-
-
 class _Gram(torch.autograd.Function):
     """``G = A A^T`` for ``A = a`` as ``[B, C, H*W]``, with the symmetric backward ``dA = (dG + dG^T) A``: one
     batched matmul instead of autograd's two plus their sum. ``A`` is taken as the free view of ``a``'s layout
@@ -63,7 +61,7 @@ class _Gram(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, a: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(a)
         batch, channels = a.shape[:2]
-        if _is_channels_last(a):
+        if is_channels_last(a):
             rows = a.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # [B, HW, C], a view
             return torch.bmm(rows.transpose(1, 2), rows)
         rows = a.reshape(batch, channels, -1)
@@ -74,7 +72,7 @@ class _Gram(torch.autograd.Function):
         (a,) = ctx.saved_tensors
         batch, channels, height, width = a.shape
         symmetric = grad + grad.transpose(1, 2)
-        if _is_channels_last(a):
+        if is_channels_last(a):
             rows = a.permute(0, 2, 3, 1).reshape(batch, -1, channels)
             return torch.bmm(rows, symmetric).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return torch.bmm(symmetric, a.reshape(batch, channels, -1)).reshape(a.shape)

@@ -13,9 +13,9 @@ same state-dict entries, same maths); only the way the output is computed differ
   the multiply-adds (the zero taps) but 3-4x faster.
 
 Eagerly, the interleave (``_InterleavePhases``) copies in the input's layout and the blocked conv runs
-channels_last (``_space_to_depth`` copies whole channel vectors there); outputs keep the input's layout. Captured graphs (ONNX export,
-tracing, ``torch.compile``) interleave with a depth-to-space and a crop instead, which ONNX Runtime runs faster
-than the equivalent transposes.
+channels_last (``_space_to_depth`` copies whole channel vectors there); outputs keep the input's layout.
+Captured graphs (ONNX export, tracing, ``torch.compile``) interleave with a depth-to-space and a crop instead,
+which ONNX Runtime runs faster than the equivalent transposes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nst_fast.layout import is_channels_last
 
 #: Low-resolution taps of a 3-tap nearest-upsampled kernel: phase 0 reads rows (i-1, i) with weights
 #: (w0, w1 + w2); phase 1 reads rows (i, i+1) with (w0 + w1, w2). Shape [phase, low-res tap, 3x3 tap].
@@ -54,7 +56,7 @@ class _InterleavePhases(torch.autograd.Function):
         height, width = rows - 1, columns - 1
         ctx.phase_shape = phases.shape
         ctx.channels = channels
-        ctx.channels_last = _is_channels_last(phases)
+        ctx.channels_last = is_channels_last(phases)
         if ctx.channels_last:
             source = phases.permute(0, 2, 3, 1)
             out = source.new_empty(batch, height, 2, width, 2, channels)
@@ -82,10 +84,6 @@ class _InterleavePhases(torch.autograd.Function):
         for a, b, row_range, column_range, block in crops:
             grad_phases[:, block, row_range, column_range] = grad_out[:, :, :, a, :, b]
         return grad_phases, None
-
-
-def _is_channels_last(x: Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _graph_mode() -> bool:
@@ -197,6 +195,6 @@ class SpaceToDepthConv2d(nn.Conv2d):
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         bias = None if self.bias is None else self.bias.repeat_interleave(BLOCK * BLOCK)
         out = F.pixel_shuffle(F.conv2d(_space_to_depth(padded), self.block_weight(), bias), BLOCK)
-        if _graph_mode() or _is_channels_last(x):
+        if _graph_mode() or is_channels_last(x):
             return out
         return out.contiguous()  # the input's layout (the blocked conv runs channels_last)

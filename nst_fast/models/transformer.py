@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nst_fast.errors import ConfigError
+from nst_fast.layout import is_channels_last
 from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
 
 #: The network halves the resolution twice, so it works internally on sizes divisible by this.
@@ -28,12 +29,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if (
-            x.device.type == "cpu"
-            and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not x.is_contiguous()
-        ):
+        if x.device.type == "cpu" and is_channels_last(x):
             if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
                 return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
         return super().forward(x)
