@@ -384,12 +384,13 @@ def plain_layers(network: nn.Module) -> nn.Module:
     conv. The reference for inference latency, and the plain form in the training benchmark's curves."""
     import copy
 
+    from nst_fast.layout import is_channels_last
     from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
 
     def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
         clone = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, bias=conv.bias is not None)
         clone.load_state_dict(conv.state_dict())
-        layout = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        layout = torch.channels_last if is_channels_last(conv.weight) else torch.contiguous_format
         return clone.to(device=conv.weight.device, dtype=conv.weight.dtype, memory_format=layout)
 
     network = copy.deepcopy(network)

@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader-workers", default="0,1,2", help="num_workers values for the loader test ('' to skip)")
     p.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader setting (0 to skip)")
     p.add_argument("--compare-curves", type=int, default=0, metavar="N",
-                   help="run N steps of ours (fp32, and as configured) and of the reference from the same init and "
-                        "data; print the loss series")
+                   help="run N steps of ours (plain form: fp32, contiguous, plain layers; and as configured) and of "
+                        "the reference from the same init and data; print the loss series")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where the JSON record goes (default bench/results/)")
     return p
