@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     p.add_argument("--vgg-weights", default="none", help="loss.weights: none (random, same cost), imagenet or a path")
     p.add_argument("--loss", default="vgg16", help="the loss config group (vgg16_hed for the offline HED weights)")
-    p.add_argument("--style-size", type=int, default=256, help="style.size (only affects the one-off Gram targets)")
+    p.add_argument("--style-size", type=int, default=256, help="style_size (only affects the one-off Gram targets)")
     p.add_argument("--sweep", action="store_true",
                    help="also time fp32/bf16 x contiguous/channels_last variants of ours in the same interleaved run")
     p.add_argument("--also", default="", metavar="VARIANTS",
@@ -98,7 +98,7 @@ def compose_config(
     register_resolvers()
     overrides = [
         f"loss={loss}", f"data.image_size={size}", f"data.batch_size={batch}", f"loss.weights={vgg_weights}",
-        f"style.size={style_size}", f"channels_last={str(channels_last).lower()}", f"trainer.precision={precision}",
+        f"style_size={style_size}", f"channels_last={str(channels_last).lower()}", f"trainer.precision={precision}",
     ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
@@ -163,7 +163,7 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
             for mine, other in zip(ours, theirs):
                 mine.copy_(other)
         module.loss.features.load_state_dict(base.loss.features.state_dict())
-        module.loss.set_style(_style_image(cfg))
+        module.loss.set_styles([_style_image(cfg)])
         if channels_last:
             module.to(memory_format=torch.channels_last)
     if "plain_layers" in flags:
@@ -172,9 +172,11 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
 
 
 def _style_image(cfg) -> torch.Tensor:
+    from nst_fast.config import style_specs
     from nst_fast.data import load_style_image
 
-    return load_style_image(cfg.style.image, cfg.style.size)
+    spec = style_specs(cfg)[0]
+    return load_style_image(spec.image, spec.size)
 
 
 def build_reference(ours: OurStep, args, device: torch.device) -> common.ExampleTrainer:

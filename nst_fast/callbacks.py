@@ -29,7 +29,8 @@ def _tensorboard(trainer: pl.Trainer) -> Any | None:
 
 class ImageLogger(Callback):
     """Every ``every_n_steps`` steps, log a grid of a fixed set of content images (top row) above their
-    stylised versions (bottom row) to TensorBoard as ``preview``; the style image once as ``style``.
+    stylised versions, one row per condition of the network (each style in order, then the identity), to
+    TensorBoard as ``preview``; the style images once, as ``style`` (one style) or ``style/<name>``.
 
     ``num_images`` content images come from the datamodule's ``preview_images`` at ``size`` pixels.
     """
@@ -49,11 +50,12 @@ class ImageLogger(Callback):
         if not trainer.is_global_zero or _tensorboard(trainer) is None:
             return
         self.content = trainer.datamodule.preview_images(self.num_images, self.size)
-        style_path = pl_module.style.get("image")
-        if style_path:
-            from nst_fast.data import load_style_image
+        from nst_fast.data import load_style_image
 
-            _tensorboard(trainer).add_image("style", load_style_image(style_path, self.size)[0], 0)
+        for style in pl_module.styles:
+            if Path(style.get("image", "")).is_file():  # a fine-tuned network's base styles may live elsewhere
+                tag = "style" if len(pl_module.styles) == 1 else f"style/{style['name']}"
+                _tensorboard(trainer).add_image(tag, load_style_image(style["image"], self.size)[0], 0)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
@@ -69,8 +71,11 @@ class ImageLogger(Callback):
     def log_preview(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         assert self.content is not None
         content = self.content.to(pl_module.device)
-        stylised = pl_module(content).float().clamp(0, 1)
-        grid = make_grid(torch.cat([content, stylised]), nrow=len(content), padding=2)
+        rows = [content]
+        for condition in range(len(pl_module.condition_names)):
+            conditions = torch.full((len(content),), condition, dtype=torch.long, device=pl_module.device)
+            rows.append(pl_module(content, conditions).float().clamp(0, 1))
+        grid = make_grid(torch.cat(rows), nrow=len(content), padding=2)
         _tensorboard(trainer).add_image("preview", grid.cpu(), step)
 
 

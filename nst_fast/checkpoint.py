@@ -1,9 +1,12 @@
 """What nst-fast stores in a training checkpoint beyond Lightning's own keys, and how to read it back.
 
 A Lightning ``.ckpt`` written by ``StyleTransferModule`` holds, next to ``state_dict`` and ``global_step``:
-``checkpoint["nst_fast"] = {"format": 1, "version": ..., "transformer": {base_channels, residual_blocks},
-"style": {"name": ..., "image": ...}}``. The transformation network's weights are the ``state_dict`` entries
-under ``transformer.``. Reading a checkpoint for export or inference needs neither Lightning nor the VGG.
+``checkpoint["nst_fast"] = {"format": 1, "version": ..., "transformer": {base_channels, residual_blocks[,
+num_conditions]}, "styles": [{"name", "image", "size"}, ...], "identity": bool, "style": <the first style>}``.
+The network's conditions are the styles in that order, then the identity if ``identity``. Checkpoints written
+before multi-style networks have ``"style"`` only (one style, no identity). The transformation network's weights
+are the ``state_dict`` entries under ``transformer.``. Reading a checkpoint for export or inference needs neither
+Lightning nor the VGG.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from nst_fast.errors import NstFastError
 from nst_fast.models.transformer import TransformerNet
 
 CHECKPOINT_KEY = "nst_fast"
+#: Name of the identity condition (content cost only: gives back the photo) in logs and metadata.
+IDENTITY_NAME = "identity"
 CHECKPOINT_FORMAT = 1
 STATE_PREFIX = "transformer."
 
@@ -31,17 +36,53 @@ class CheckpointError(NstFastError, ValueError):
 
 @dataclass
 class CheckpointInfo:
-    """What a checkpoint says about its network and training."""
+    """What a checkpoint says about its network and training: ``styles`` in condition order, then the identity
+    condition if ``identity``."""
 
     transformer: dict[str, int]
-    style: dict[str, Any] = field(default_factory=dict)
+    styles: list[dict[str, Any]] = field(default_factory=list)
+    identity: bool = False
     global_step: int = 0
     version: str = ""
 
+    @property
+    def style(self) -> dict[str, Any]:
+        """The first (for single-style networks: the) style."""
+        return self.styles[0] if self.styles else {}
 
-def checkpoint_metadata(transformer: TransformerNet, style: dict[str, Any]) -> dict[str, Any]:
-    """The ``checkpoint["nst_fast"]`` entry for a network trained on ``style`` (name, image path, size)."""
-    return {"format": CHECKPOINT_FORMAT, "version": __version__, "transformer": dict(transformer.config), "style": style}
+    @property
+    def style_names(self) -> list[str]:
+        return [str(style.get("name", "")) for style in self.styles]
+
+    @property
+    def condition_names(self) -> list[str]:
+        """The network's conditions in order: style names, then ``identity`` if it has one."""
+        return self.style_names + ([IDENTITY_NAME] if self.identity else [])
+
+
+def checkpoint_metadata(
+    transformer: TransformerNet, styles: list[dict[str, Any]] | dict[str, Any], identity: bool = False
+) -> dict[str, Any]:
+    """The ``checkpoint["nst_fast"]`` entry for a network trained on ``styles`` (each: name, image path, size;
+    one style may be passed as a dict), plus the identity condition if ``identity``."""
+    styles = [styles] if isinstance(styles, dict) else [dict(style) for style in styles]
+    return {"format": CHECKPOINT_FORMAT, "version": __version__, "transformer": dict(transformer.config),
+            "styles": styles, "identity": bool(identity), "style": styles[0] if styles else {}}
+
+
+def checkpoint_info(checkpoint: dict[str, Any]) -> CheckpointInfo:
+    """What an nst-fast checkpoint (as read by ``read_checkpoint``) says; old single-style ones included."""
+    meta = checkpoint[CHECKPOINT_KEY]
+    styles = meta.get("styles")
+    if styles is None:
+        styles = [meta["style"]] if meta.get("style") else []
+    return CheckpointInfo(
+        transformer=dict(meta["transformer"]),
+        styles=[dict(style) for style in styles],
+        identity=bool(meta.get("identity", False)),
+        global_step=int(checkpoint.get("global_step", 0)),
+        version=str(meta.get("version", "")),
+    )
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -84,14 +125,14 @@ def load_transformer(path: str | Path, map_location: str | torch.device = "cpu")
     try:
         network = TransformerNet(**meta["transformer"])
         network.load_state_dict(state)
+        info = checkpoint_info(checkpoint)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{str(path)!r}: the weights do not fit a TransformerNet{meta.get('transformer')}: {error}"
         ) from error
-    info = CheckpointInfo(
-        transformer=dict(meta["transformer"]),
-        style=dict(meta.get("style", {})),
-        global_step=int(checkpoint.get("global_step", 0)),
-        version=str(meta.get("version", "")),
-    )
+    if network.num_conditions > 1 and len(info.condition_names) != network.num_conditions:
+        raise CheckpointError(
+            f"{str(path)!r}: the network has {network.num_conditions} conditions but the checkpoint names "
+            f"{len(info.condition_names)} ({', '.join(info.condition_names)})"
+        )
     return network.eval(), info

@@ -23,15 +23,25 @@ from nst_fast.models.vgg import downsampling_factor, layer_names
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-@dataclass
-class StyleSchema:
-    """``conf/style/*``: one painting."""
+#: Keys of one style in ``conf/style/NAME.yaml`` (``NAME: {image: ..., size: ..., ...}``) and their defaults;
+#: ``size`` defaults to the top-level ``style_size``.
+STYLE_KEYS = {"image": None, "size": None, "style_weight": 1.0, "content_weight": 1.0}
 
-    name: str = MISSING
-    image: str = MISSING
-    size: int = 512
+
+@dataclass(frozen=True)
+class StyleSpec:
+    """One style of a run: ``name`` (the config key), ``image`` path, ``size`` (shorter side in pixels at which
+    its Gram targets are computed), and its own multipliers of ``loss.style_weight`` and ``loss.content_weight``."""
+
+    name: str
+    image: str
+    size: int
     style_weight: float = 1.0
     content_weight: float = 1.0
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint records about this style."""
+        return {"name": self.name, "image": self.image, "size": self.size}
 
 
 @dataclass
@@ -76,7 +86,7 @@ class DataSchema:
 class TrainSchema:
     """Top level of ``conf/train.yaml``; the groups carry their own schemas."""
 
-    style: Any = MISSING
+    style: Any = None  # name -> style (conf/style/*.yaml); several with 'style=[starry,wave]'
     model: Any = MISSING
     loss: Any = MISSING
     data: Any = MISSING
@@ -89,12 +99,14 @@ class TrainSchema:
     channels_last: bool = True
     max_consecutive_nonfinite: int = 10
     compile: bool = False
+    style_size: int = 512
+    identity: Optional[bool] = None  # noqa: UP045
+    finetune_from: Optional[str] = None  # noqa: UP045
 
 
 def _store_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainSchema)
-    store.store(group="style", name="style_schema", node=StyleSchema)
     store.store(group="model", name="model_schema", node=ModelSchema)
     store.store(group="loss", name="loss_schema", node=LossSchema)
     store.store(group="data", name="data_schema", node=DataSchema)
@@ -111,10 +123,58 @@ def asset_path(relative: str) -> str:
     return str(path)
 
 
+def style_names(styles: Any) -> str:
+    """``starry`` or ``starry+wave+...`` for the selected styles (run folder names); ``none`` without any."""
+    return "+".join(str(name) for name in styles) if styles else "none"
+
+
 def register_resolvers() -> None:
-    """Register ``${asset:styles/starry_night.jpg}``; safe to call more than once."""
+    """Register ``${asset:styles/starry_night.jpg}`` and ``${style_names:${style}}``; safe to call more than once."""
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
+    if not OmegaConf.has_resolver("style_names"):
+        OmegaConf.register_new_resolver("style_names", style_names)
+
+
+def style_specs(cfg: DictConfig) -> list[StyleSpec]:
+    """The run's styles in the order selected (``style=[starry,wave]`` -> starry, wave), checked.
+
+    Raises ``ConfigError`` naming the key for no style, an unknown key, a missing image or a bad value.
+    """
+    styles = cfg.get("style")
+    if not styles:
+        raise ConfigError(
+            "no style selected: pass style=NAME, 'style=[NAME,NAME,...]' or a painting of your own with "
+            "'style=[]' +style.NAME.image=/path/to/painting.jpg"
+        )
+    if not isinstance(styles, DictConfig):
+        raise ConfigError(f"style={styles!r} must map style names to their settings (conf/style/*.yaml)")
+    specs = []
+    for name, node in styles.items():
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"style.{name}={node!r} must be a mapping with at least an image, e.g. +style.{name}.image=PATH")
+        if name == "identity":
+            raise ConfigError("style.identity: 'identity' names the identity condition; give the style another name")
+        unknown = sorted(set(node) - set(STYLE_KEYS))
+        if unknown:
+            raise ConfigError(f"style.{name} has unknown key(s) {unknown}; valid keys are {sorted(STYLE_KEYS)}")
+        if not node.get("image"):
+            raise ConfigError(f"style.{name}.image is missing: pass +style.{name}.image=/path/to/painting.jpg")
+        settings = {key: node.get(key, default) for key, default in STYLE_KEYS.items()}
+        if settings["size"] is None:
+            settings["size"] = cfg.style_size
+        view = OmegaConf.create({"style": {name: settings}})
+        _check_number(view, f"style.{name}.size", 0, integer=True, exclusive=True)
+        for key in ("style_weight", "content_weight"):
+            _check_number(view, f"style.{name}.{key}", 0)
+        specs.append(StyleSpec(name=str(name), image=str(settings["image"]), size=int(settings["size"]),
+                               style_weight=float(settings["style_weight"]), content_weight=float(settings["content_weight"])))
+    return specs
+
+
+def uses_identity(cfg: DictConfig, num_styles: int) -> bool:
+    """Whether the network also learns the identity condition: ``identity`` if set, else with several styles."""
+    return bool(cfg.identity) if cfg.get("identity") is not None else num_styles > 1
 
 
 def _check_number(
@@ -139,7 +199,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise ConfigError("loss.style_layers is empty: it must map at least one layer name to its weight lambda_l")
     for name in cfg.loss.style_layers:
         _check_number(cfg, f"loss.style_layers.{name}", 0)
-    _check_number(cfg, "style.size", 0, integer=True, exclusive=True)
+    _check_number(cfg, "style_size", 0, integer=True, exclusive=True)
+    style_specs(cfg)
     _check_number(cfg, "data.image_size", 0, integer=True, exclusive=True)
     _check_number(cfg, "data.batch_size", 1, integer=True)
     _check_number(cfg, "data.num_workers", 0, integer=True)
@@ -164,8 +225,8 @@ def _check_loss_layers(cfg: DictConfig) -> None:
         raise ConfigError(f"loss layers {unknown} do not exist in {network}; valid names are {names}")
     deepest = max(layers, key=names.index)
     minimum = 2 * downsampling_factor(network, deepest)
-    for key in ("data.image_size", "style.size"):
-        value = OmegaConf.select(cfg, key)
+    sizes = {"data.image_size": cfg.data.image_size, **{f"style.{s.name}.size": s.size for s in style_specs(cfg)}}
+    for key, value in sizes.items():
         if value < minimum:
             raise ConfigError(
                 f"{key}={value} is too small for the deepest loss layer {deepest} of {network}: "

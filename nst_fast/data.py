@@ -42,18 +42,19 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
-def load_style_image(path: str | os.PathLike, size: int) -> Tensor:
+def load_style_image(path: str | os.PathLike, size: int, key: str = "style.image") -> Tensor:
     """The style image as ``[1, 3, H, W]`` in [0, 1], its shorter side scaled to ``size``.
 
-    Raises ``MissingFileError``/``ImageReadError`` naming the path (``style.image``) when it is missing or unreadable.
+    Raises ``MissingFileError``/``ImageReadError`` naming the config ``key`` and the path when it is missing or
+    unreadable.
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"style.image={str(path)!r} does not exist; pass a path to a painting (jpg/png)")
+        raise MissingFileError(f"{key}={str(path)!r} does not exist; pass a path to a painting (jpg/png)")
     try:
         image = open_rgb(path)
     except ImageReadError as error:
-        raise ImageReadError(f"style.image: {error}") from error
+        raise ImageReadError(f"{key}: {error}") from error
     return to_tensor(resize_shorter_side(image, size)).unsqueeze(0)
 
 

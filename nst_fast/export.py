@@ -11,8 +11,16 @@
 - optionally ``NAME.uint8.onnx``: ``image`` uint8 ``[H, W, 3]`` RGB -> ``stylized`` uint8 ``[H, W, 3]``, for
   consumers that should need no pre- or post-processing.
 
+Networks with more than one condition (several styles, or a style and the identity) get a second input
+``style_weights`` in every format: float32 ``[N, S]`` (``[S]`` for the uint8 model), one weight per style in the
+order of the JSON list in the metadata key ``nst_fast.styles``; the identity condition, if the network has one,
+gets ``1 - sum``. So one row picks a style (one-hot), blends styles, or doses a style (a sum below 1).
+Single-style networks keep their one-input graph.
+
 Every file is run before anything is moved into place (ONNX Runtime, CPU provider, for ONNX; ``torch.jit.load``
-for TorchScript) at an odd size and at batch 2, and compared with the eager network from the checkpoint.
+for TorchScript) at an odd size and at batch 2, and compared with the eager network from the checkpoint; for
+multi-condition networks with one-hot, blended and (with the identity) reduced-strength style weights, with
+different weights for the two images of the batch.
 Files are written into a temporary folder beside ``out_dir`` and moved there only when all pass.
 """
 
@@ -24,6 +32,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,16 +52,21 @@ from nst_fast.stylize import (
     LAYOUT_HWC_UINT8,
     LAYOUT_NCHW_FLOAT,
     META_FORMAT,
+    META_IDENTITY,
     META_INPUT,
     META_LAYOUT,
     META_PRECISION,
     META_STEPS,
     META_STYLE_IMAGE,
+    META_STYLE_IMAGES,
     META_STYLE_NAME,
+    META_STYLES,
     META_TRANSFORMER,
     META_VERSION,
     OUTPUT_NAME,
     TORCHSCRIPT_META_FILE,
+    WEIGHTS_DESCRIPTIONS,
+    WEIGHTS_NAME,
 )
 
 #: Default verification tolerances (max abs difference to the eager float32 network).
@@ -102,7 +116,8 @@ class Float32InstanceNorm(nn.Module):
 
 
 class Float16Transformer(nn.Module):
-    """float32 ``[N, 3, H, W]`` -> float16 network (instance norms in float32) -> float32."""
+    """float32 ``[N, 3, H, W]`` -> float16 network (instance norms in float32) -> float32. Conditional instance
+    norms keep their float32 parameters and compute in float32 themselves."""
 
     def __init__(self, network: TransformerNet) -> None:
         super().__init__()
@@ -114,22 +129,51 @@ class Float16Transformer(nn.Module):
                 elif isinstance(child, nn.Conv2d):
                     child.half()
         self.network = network
+        self.num_conditions = network.num_conditions
 
-    def forward(self, image: Tensor) -> Tensor:
-        return self.network(image.half()).float()
+    def forward(self, image: Tensor, condition: Tensor | None = None) -> Tensor:
+        return self.network(image.half(), condition).float()
+
+
+class StyleWeightsInput(nn.Module):
+    """The exported interface of a multi-condition network: ``(image [N, 3, H, W], style_weights [N, S])``, the
+    network's condition weights being the style weights followed, for a network with the identity condition,
+    by ``1 - sum(style_weights)``."""
+
+    def __init__(self, network: nn.Module, identity: bool) -> None:
+        super().__init__()
+        self.network = network
+        self.identity = identity
+
+    def forward(self, image: Tensor, style_weights: Tensor) -> Tensor:
+        condition = style_weights
+        if self.identity:
+            condition = torch.cat([style_weights, 1.0 - style_weights.sum(dim=1, keepdim=True)], dim=1)
+        return self.network(image, condition)
 
 
 class Uint8Transformer(nn.Module):
-    """uint8 ``[H, W, 3]`` RGB -> the network -> uint8 ``[H, W, 3]`` RGB (rounded)."""
+    """uint8 ``[H, W, 3]`` RGB (and ``style_weights [S]`` for multi-condition networks) -> the network -> uint8
+    ``[H, W, 3]`` RGB (rounded)."""
 
-    def __init__(self, network: TransformerNet) -> None:
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
 
-    def forward(self, image: Tensor) -> Tensor:
+    def forward(self, image: Tensor, style_weights: Tensor | None = None) -> Tensor:
         x = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
-        y = self.network(x)
+        y = self.network(x) if style_weights is None else self.network(x, style_weights.unsqueeze(0))
         return (y * 255.0).round().clamp(0.0, 255.0).to(torch.uint8)[0].permute(1, 2, 0)
+
+
+def exported_interface(network: nn.Module, info: CheckpointInfo) -> nn.Module:
+    """What the files compute: the network itself for one condition, else ``(image, style_weights)``."""
+    return network if info_conditions(info) == 1 else StyleWeightsInput(network, info.identity)
+
+
+def info_conditions(info: CheckpointInfo) -> int:
+    """Number of conditions of the checkpoint's network (1 for single-style networks without identity)."""
+    return int(info.transformer.get("num_conditions", 1))
 
 
 # --- Writing ------------------------------------------------------------------------------------------------------
@@ -137,26 +181,35 @@ class Uint8Transformer(nn.Module):
 
 def onnx_metadata(info: CheckpointInfo, layout: str, precision: str) -> dict[str, str]:
     """The ``metadata_props`` of an exported ONNX file (all strings)."""
+    multi = info_conditions(info) > 1
     return {
         META_FORMAT: EXPORT_FORMAT,
         META_VERSION: __version__,
-        META_STYLE_NAME: str(info.style.get("name", "")),
-        META_STYLE_IMAGE: str(info.style.get("image", "")),
+        META_STYLE_NAME: "+".join(info.style_names),
+        META_STYLE_IMAGE: str(info.style.get("image", "")) if len(info.styles) == 1 else "",
+        META_STYLES: json.dumps(info.style_names),
+        META_STYLE_IMAGES: json.dumps([str(style.get("image", "")) for style in info.styles]),
+        META_IDENTITY: "true" if info.identity else "false",
         META_STEPS: str(info.global_step),
         META_TRANSFORMER: json.dumps(info.transformer, sort_keys=True),
         META_LAYOUT: layout,
         META_PRECISION: precision,
-        META_INPUT: INPUT_DESCRIPTIONS[layout],
+        META_INPUT: INPUT_DESCRIPTIONS[layout] + (f"; {WEIGHTS_DESCRIPTIONS[layout]}" if multi else ""),
     }
 
 
 def _export_onnx(
-    module: nn.Module, example: Tensor, dynamic: dict[int, Any], path: Path, metadata: dict[str, str], opset: int
+    module: nn.Module, examples: tuple[Tensor, ...], dynamic: tuple[dict[int, Any] | None, ...], path: Path,
+    metadata: dict[str, str], opset: int,
 ) -> None:
-    program = torch.onnx.export(
-        module.eval(), (example,), dynamo=True, verbose=False, opset_version=opset, external_data=False,
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({**dynamic},),
-    )
+    with warnings.catch_warnings():
+        # The image and the style weights share one batch dimension on purpose; the exporter says so per export.
+        warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used", category=UserWarning)
+        program = torch.onnx.export(
+            module.eval(), examples, dynamo=True, verbose=False, opset_version=opset, external_data=False,
+            input_names=[INPUT_NAME, WEIGHTS_NAME][: len(examples)], output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic,
+        )
     graph = program.model.graph
     # The exporter names the output's dims by formulas (e.g. "Min(height, 4*((height + ...)//4))"), which equal
     # the input's; name them as the input's so that consumers (TensorRT profiles, shape checks) see it.
@@ -172,28 +225,41 @@ def _dims() -> tuple[Any, Any, Any]:
     return Dim("batch", min=1), Dim("height", min=MIN_INPUT_SIZE), Dim("width", min=MIN_INPUT_SIZE)
 
 
+def _example_weights(info: CheckpointInfo, *batch: int) -> tuple[Tensor, ...]:
+    """An example ``style_weights`` input (``batch`` rows, or one vector) for multi-condition networks; none else."""
+    if info_conditions(info) == 1:
+        return ()
+    return (torch.full((*batch, len(info.styles)), 1.0 / (len(info.styles) + int(info.identity))),)
+
+
 def export_onnx(network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18, fp16: bool = False) -> None:
-    """The float32-I/O ONNX model (float16 inside when ``fp16``), dynamic batch, height and width."""
+    """The float32-I/O ONNX model (float16 inside when ``fp16``), dynamic batch, height and width; with
+    ``style_weights [N, S]`` as second input for multi-condition networks."""
     batch, height, width = _dims()
-    module = Float16Transformer(network) if fp16 else network
-    example = torch.rand(2, 3, 64, 96)
+    module = exported_interface(Float16Transformer(network) if fp16 else network, info)
+    examples = (torch.rand(2, 3, 64, 96), *_example_weights(info, 2))
+    dynamic = ({0: batch, 2: height, 3: width}, {0: batch})[: len(examples)]
     metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp16" if fp16 else "fp32")
-    _export_onnx(module, example, {0: batch, 2: height, 3: width}, path, metadata, opset)
+    _export_onnx(module, examples, dynamic, path, metadata, opset)
 
 
 def export_onnx_uint8(network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18) -> None:
-    """The deployment ONNX model: one uint8 HWC RGB image in, one out; dynamic height and width."""
+    """The deployment ONNX model: one uint8 HWC RGB image in (and ``style_weights [S]`` for multi-condition
+    networks), one out; dynamic height and width."""
     _, height, width = _dims()
-    example = torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8)
-    _export_onnx(Uint8Transformer(network), example, {0: height, 1: width}, path, onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32"), opset)
+    examples = (torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8), *_example_weights(info))
+    dynamic = ({0: height, 1: width}, None)[: len(examples)]
+    module = Uint8Transformer(exported_interface(network, info))
+    _export_onnx(module, examples, dynamic, path, onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32"), opset)
 
 
 def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo) -> None:
     """``torch.jit.trace`` at a size that needs padding (the pad is computed from the traced input's shape,
-    so other sizes work too; verification checks it), saved with the metadata as an extra file."""
-    example = torch.rand(1, 3, 66, 94)
+    so other sizes work too; verification checks it), saved with the metadata as an extra file. Multi-condition
+    networks take ``(image, style_weights [N, S])`` like the ONNX model."""
+    examples = (torch.rand(1, 3, 66, 94), *_example_weights(info, 1))
     with torch.no_grad():
-        traced = torch.jit.trace(network, example)
+        traced = torch.jit.trace(exported_interface(network, info), examples)
     metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp32")
     torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(metadata)})
 
@@ -201,9 +267,38 @@ def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo
 # --- Verification ---------------------------------------------------------------------------------------------------
 
 
-def _eager(network: TransformerNet, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return network(torch.from_numpy(x)).numpy()
+#: A model as verification runs it: ``(image, style_weights or None) -> output``.
+Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def eager_runner(network: TransformerNet, info: CheckpointInfo) -> Runner:
+    """The reference: the eager float32 network behind the exported interface."""
+    module = exported_interface(network, info)
+
+    def run(x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        with torch.inference_mode():
+            inputs = [torch.from_numpy(x)] + ([] if weights is None else [torch.from_numpy(weights)])
+            return module(*inputs).numpy()
+
+    return run
+
+
+def verification_weights(info: CheckpointInfo) -> list[np.ndarray | None]:
+    """Style-weight vectors ``[S]`` the files are checked with: each style one-hot, a blend of the first two
+    (and of all when there is no identity), and with the identity half strength and zero strength. ``[None]``
+    for one-condition networks, which take no weights."""
+    count = len(info.styles)
+    if info_conditions(info) == 1:
+        return [None]
+    cases = [np.eye(count, dtype=np.float32)[index] for index in range(count)]
+    if count >= 2:
+        cases.append(np.array([0.6, 0.4] + [0.0] * (count - 2), dtype=np.float32))
+    if info.identity:
+        cases.append(np.array([0.5] + [0.0] * (count - 1), dtype=np.float32))
+        cases.append(np.zeros(count, dtype=np.float32))
+    elif count >= 3:
+        cases.append(np.full(count, 1.0 / count, dtype=np.float32))
+    return cases
 
 
 def _ort_session(path: Path):
@@ -226,8 +321,10 @@ def _check_onnx_file(path: Path, opset: int, layout: str) -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     if meta.get(META_FORMAT) != EXPORT_FORMAT or meta.get(META_LAYOUT) != layout:
         raise ExportError(f"{path.name}: nst-fast metadata missing from the written file")
-    if [i.name for i in model.graph.input] != [INPUT_NAME] or [o.name for o in model.graph.output] != [OUTPUT_NAME]:
-        raise ExportError(f"{path.name}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
+    multi = json.loads(meta.get(META_TRANSFORMER, "{}")).get("num_conditions", 1) > 1
+    inputs = [INPUT_NAME, WEIGHTS_NAME] if multi else [INPUT_NAME]
+    if [i.name for i in model.graph.input] != inputs or [o.name for o in model.graph.output] != [OUTPUT_NAME]:
+        raise ExportError(f"{path.name}: expected inputs {inputs} and output {OUTPUT_NAME!r}")
 
 
 def _compare(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], tolerance: float) -> float:
@@ -247,27 +344,39 @@ def _compare(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], tolerance: f
     return worst
 
 
-def _random_inputs(shapes) -> list[np.ndarray]:
+def _batch_weights(cases: list[np.ndarray | None], first: int, batch: int) -> np.ndarray | None:
+    """Rows ``first, first + 1, ...`` of the cases (cyclically): each image of a batch gets its own weights."""
+    if cases[0] is None:
+        return None
+    return np.stack([cases[(first + row) % len(cases)] for row in range(batch)])
+
+
+def verify_nchw(run: Runner, reference: Runner, cases: list[np.ndarray | None], name: str, tolerance: float) -> float:
+    """Compare ``run`` with ``reference`` on random images of ``VERIFY_SHAPES``, once per weight case."""
     rng = np.random.default_rng(0)
-    return [rng.random(shape, dtype=np.float32) for shape in shapes]
+    pairs = []
+    for shape in VERIFY_SHAPES:
+        x = rng.random(shape, dtype=np.float32)
+        for first in range(len(cases)):
+            weights = _batch_weights(cases, first, shape[0])
+            pairs.append((run(x, weights), reference(x, weights)))
+    return _compare(name, pairs, tolerance)
 
 
-def verify_nchw(run: Callable[[np.ndarray], np.ndarray], network: TransformerNet, name: str, tolerance: float) -> float:
-    inputs = _random_inputs(VERIFY_SHAPES)
-    return _compare(name, [(run(x), _eager(network, x)) for x in inputs], tolerance)
-
-
-def verify_uint8(run: Callable[[np.ndarray], np.ndarray], network: TransformerNet, name: str, tolerance: float) -> float:
+def verify_uint8(run: Runner, reference: Runner, cases: list[np.ndarray | None], name: str, tolerance: float) -> float:
+    """The same for the uint8 HWC model (one image, weights ``[S]``), against the rounded reference."""
     rng = np.random.default_rng(0)
     pairs = []
     for shape in VERIFY_SHAPES_UINT8:
         image = rng.integers(0, 256, shape, dtype=np.uint8)
         x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        want = np.clip(np.round(_eager(network, x)[0].transpose(1, 2, 0) * 255.0), 0, 255)
-        got = run(image)
-        if got.dtype != np.uint8:
-            raise ExportError(f"{name}: output dtype {got.dtype}, expected uint8")
-        pairs.append((got, want))
+        for weights in cases:
+            batch_weights = None if weights is None else weights[None]
+            want = np.clip(np.round(reference(x, batch_weights)[0].transpose(1, 2, 0) * 255.0), 0, 255)
+            got = run(image, weights)
+            if got.dtype != np.uint8:
+                raise ExportError(f"{name}: output dtype {got.dtype}, expected uint8")
+            pairs.append((got, want))
     return _compare(name, pairs, tolerance)
 
 
@@ -281,9 +390,9 @@ def default_out_dir(ckpt_path: Path) -> Path:
 
 
 def model_name(info: CheckpointInfo, ckpt_path: Path) -> str:
-    """File-name-safe style name, or the checkpoint's stem."""
-    raw = str(info.style.get("name") or "") or ckpt_path.stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "model"
+    """File-name-safe style name (``starry+wave+...`` for several), or the checkpoint's stem."""
+    raw = "+".join(name for name in info.style_names if name) or ckpt_path.stem
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw).strip("._") or "model"
 
 
 def export_checkpoint(
@@ -316,7 +425,7 @@ def export_checkpoint(
     out_dir = Path(out_dir).expanduser().resolve() if out_dir else default_out_dir(ckpt_path)
     name = name or model_name(info, ckpt_path)
     log(
-        f"export: {ckpt_path} (style {info.style.get('name', '?')!r}, step {info.global_step}, "
+        f"export: {ckpt_path} (style {'+'.join(info.condition_names) or '?'!r}, step {info.global_step}, "
         f"TransformerNet{info.transformer}) -> {out_dir}"
     )
 
@@ -331,15 +440,21 @@ def export_checkpoint(
     result = ExportResult(out_dir=out_dir, info=info)
     try:
         steps: list[tuple[str, str, Callable[[Path], None], Callable[[Path], tuple[float, float, tuple]]]] = []
+        reference = eager_runner(network, info)
+        cases = verification_weights(info)
 
         def onnx_check(layout: str, tol: float, uint8_io: bool = False):
             def check(path: Path) -> tuple[float, float, tuple]:
                 _check_onnx_file(path, opset, layout)
                 session = _ort_session(path)
-                run = lambda x: session.run(None, {INPUT_NAME: x})[0]  # noqa: E731
+
+                def run(x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+                    feeds = {INPUT_NAME: x} if weights is None else {INPUT_NAME: x, WEIGHTS_NAME: weights}
+                    return session.run(None, feeds)[0]
+
                 if uint8_io:
-                    return verify_uint8(run, network, path.name, tol), tol, VERIFY_SHAPES_UINT8
-                return verify_nchw(run, network, path.name, tol), tol, VERIFY_SHAPES
+                    return verify_uint8(run, reference, cases, path.name, tol), tol, VERIFY_SHAPES_UINT8
+                return verify_nchw(run, reference, cases, path.name, tol), tol, VERIFY_SHAPES
             return check
 
         def torchscript_check(path: Path) -> tuple[float, float, tuple]:
@@ -348,11 +463,12 @@ def export_checkpoint(
             if META_FORMAT not in json.loads(extra[TORCHSCRIPT_META_FILE] or "{}"):
                 raise ExportError(f"{path.name}: nst-fast metadata missing from the written file")
 
-            def run(x: np.ndarray) -> np.ndarray:
+            def run(x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
                 with torch.inference_mode():
-                    return loaded(torch.from_numpy(x)).numpy()
+                    inputs = [torch.from_numpy(x)] + ([] if weights is None else [torch.from_numpy(weights)])
+                    return loaded(*inputs).numpy()
 
-            return verify_nchw(run, network, path.name, tolerance), tolerance, VERIFY_SHAPES
+            return verify_nchw(run, reference, cases, path.name, tolerance), tolerance, VERIFY_SHAPES
 
         steps.append(("onnx", f"{name}.onnx", lambda p: export_onnx(network, p, info, opset=opset),
                       onnx_check(LAYOUT_NCHW_FLOAT, tolerance)))

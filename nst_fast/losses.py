@@ -29,7 +29,7 @@ Other normalisations (``StyleNormalisation``), for comparison with other impleme
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -188,29 +188,44 @@ def total_variation(x: Tensor) -> Tensor:
 
 
 class StyleLoss(nn.Module):
-    """Holds the style targets (scaled Grams of the style image) as buffers and computes ``style_cost``.
+    """Holds the style targets (scaled Grams of one or more style images) as buffers and computes ``style_cost``.
 
-    ``style_features``: layer name -> activations of the style image ``[1, C, H_s, W_s]``; the Grams are
-    computed once here. ``layer_weights``: ``lambda_l`` per layer.
+    ``style_features``: for one style, layer name -> activations of the style image ``[1, C, H_s, W_s]``; for
+    several, a sequence of such mappings, one per style (their sizes may differ). The Grams are computed once
+    here and stacked per layer, ``[S, C, C]``. ``layer_weights``: ``lambda_l`` per layer.
     """
 
     def __init__(
         self,
-        style_features: Mapping[str, Tensor],
+        style_features: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
         layer_weights: Mapping[str, float],
         normalisation: StyleNormalisation = "reference",
     ) -> None:
         super().__init__()
         if normalisation not in STYLE_NORMALISATIONS:
             raise ValueError(f"unknown style normalisation {normalisation!r}; choose one of {STYLE_NORMALISATIONS}")
+        styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
+        if not styles:
+            raise ValueError("StyleLoss needs the features of at least one style image")
         self.layer_weights = dict(layer_weights)
         self.normalisation: StyleNormalisation = normalisation
+        self.num_styles = len(styles)
         for name in self.layer_weights:
-            self.register_buffer(f"gram_{name}", scaled_gram(style_features[name].detach()))
+            grams = [scaled_gram(features[name].detach()) for features in styles]
+            self.register_buffer(f"gram_{name}", torch.cat(grams))
 
     def style_grams(self) -> dict[str, Tensor]:
-        """Layer name -> scaled style Gram ``[1, C, C]``."""
+        """Layer name -> scaled style Grams ``[S, C, C]``, one per style."""
         return {name: getattr(self, f"gram_{name}") for name in self.layer_weights}
 
-    def forward(self, generated_features: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        return style_cost(self.style_grams(), generated_features, self.layer_weights, self.normalisation)
+    def forward(
+        self, generated_features: Mapping[str, Tensor], style_index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``style_cost`` of each generated sample against its style: ``style_index`` ``[B]`` (long, values in
+        ``[0, S)``) picks each sample's target; ``None`` (one style only) compares every sample with it."""
+        grams = self.style_grams()
+        if style_index is not None:
+            grams = {name: gram[style_index] for name, gram in grams.items()}
+        elif self.num_styles != 1:
+            raise ValueError(f"StyleLoss holds {self.num_styles} styles: pass style_index [B] to pick each sample's")
+        return style_cost(grams, generated_features, self.layer_weights, self.normalisation)

@@ -1,9 +1,10 @@
-"""LightningModule: trains a ``TransformerNet`` against a ``PerceptualLoss`` for one style image."""
+"""LightningModule: trains a ``TransformerNet`` against a ``PerceptualLoss`` for one or more style images, and
+optionally the identity (one network, one condition per style: conditional instance normalisation)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,8 +13,8 @@ from torch import Tensor
 
 from nst_fast.checkpoint import CHECKPOINT_KEY, checkpoint_metadata
 from nst_fast.errors import NonFiniteLossError
-from nst_fast.models.transformer import TransformerNet
-from nst_fast.perceptual import Costs, PerceptualLoss
+from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
+from nst_fast.perceptual import IDENTITY, Costs, PerceptualLoss
 
 log = logging.getLogger(__name__)
 
@@ -22,23 +23,37 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 LOSS_NETWORK_PREFIX = "loss.features."
 
 
-class StyleTransferModule(pl.LightningModule):
-    """Owns the transformation network, the frozen loss network and the style targets.
+#: Name of the identity condition in logs, previews and exported metadata.
+IDENTITY_NAME = "identity"
 
-    ``style_image``: ``[1, 3, H, W]`` in [0, 1], already at ``style.size``; its Grams are computed once here.
-    ``optimizer``: a factory ``params -> Optimizer`` (Hydra ``_partial_``). ``style``: name/image/size,
-    stored in checkpoints for export. ``channels_last``: NHWC memory layout for both networks.
-    ``max_consecutive_nonfinite``: steps with a NaN/inf loss are skipped; this many in a row stop the run.
-    ``compile``: ``torch.compile`` both networks in place (state dict keys unchanged) when fitting starts.
+
+class StyleTransferModule(pl.LightningModule):
+    """Owns the transformation network, the frozen loss network (with its style targets set) and the
+    assignment of conditions (styles, identity) to training samples.
+
+    ``styles``: what the checkpoint records about each style of the network (name, image, size), in condition
+    order; ``identity``: the network has one more condition, last, trained with the content cost only.
+    ``trained_conditions``: the conditions this run trains (default: all); ``loss`` holds the style targets of
+    the trained styles in that order. With fewer conditions than the network has (a new style added by
+    fine-tuning), everything but the trained conditions' normalisation parameters is frozen.
+    ``optimizer``: a factory ``params -> Optimizer`` (Hydra ``_partial_``). ``channels_last``: NHWC memory layout
+    for both networks. ``max_consecutive_nonfinite``: steps with a NaN/inf loss are skipped; this many in a row
+    stop the run. ``compile``: ``torch.compile`` both networks in place (state dict keys unchanged) when fitting.
+
+    Conditions go to samples round-robin (``batch_conditions``): sample ``i`` of step ``t`` on rank ``r`` of ``R``
+    trains condition ``(t R B + r B + i) mod K`` of the ``K`` trained ones, so every condition gets the same
+    share of samples (exactly, every ``K`` steps) and each step's gradient on the shared convolutions mixes
+    several styles instead of pulling towards one style per step.
     """
 
     def __init__(
         self,
         transformer: TransformerNet,
         loss: PerceptualLoss,
-        style_image: Tensor,
         optimizer: OptimizerFactory,
-        style: dict[str, Any],
+        styles: Sequence[dict[str, Any]],
+        identity: bool = False,
+        trained_conditions: Sequence[int] | None = None,
         channels_last: bool = False,
         max_consecutive_nonfinite: int = 10,
         compile: bool = False,
@@ -47,29 +62,67 @@ class StyleTransferModule(pl.LightningModule):
         self.transformer = transformer
         self.loss = loss
         self.optimizer_factory = optimizer
-        self.style = dict(style)
+        self.styles = [dict(style) for style in styles]
+        self.identity = identity
         self.channels_last = channels_last
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.compile_networks = compile
         self.consecutive_nonfinite = 0
         self.skipped_files: set[str] = set()
-        self.loss.set_style(style_image)
+        conditions = len(self.styles) + int(identity)
+        if transformer.num_conditions != conditions:
+            raise ValueError(
+                f"the network has {transformer.num_conditions} condition(s) but {len(self.styles)} style(s)"
+                f"{' + identity' if identity else ''} were given"
+            )
+        trained = list(range(conditions)) if trained_conditions is None else list(trained_conditions)
+        trained_styles = [c for c in trained if c < len(self.styles)]
+        if loss.style is None or loss.style.num_styles != len(trained_styles):
+            raise ValueError(f"the loss must hold the targets of the {len(trained_styles)} trained style(s)")
+        style_index = torch.full((conditions,), IDENTITY, dtype=torch.long)
+        style_index[trained_styles] = torch.arange(len(trained_styles))
+        self.register_buffer("trained_conditions", torch.tensor(trained, dtype=torch.long), persistent=False)
+        self.register_buffer("style_index_of_condition", style_index, persistent=False)
+        if len(trained) < conditions:
+            freeze_all_but(transformer, trained)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, content: Tensor) -> Tensor:
-        """Stylise ``[B, 3, H, W]`` images in [0, 1]."""
-        return self.transformer(self._layout(content))
+    @property
+    def condition_names(self) -> list[str]:
+        """The network's conditions in order: style names, then ``identity`` if it has one."""
+        return [style["name"] for style in self.styles] + ([IDENTITY_NAME] if self.identity else [])
+
+    def condition_weights(self, conditions: Tensor) -> Tensor | None:
+        """One-hot mixing weights ``[B, K]`` for condition indices ``[B]``; ``None`` for a one-condition network."""
+        if self.transformer.num_conditions == 1:
+            return None
+        return torch.nn.functional.one_hot(conditions, self.transformer.num_conditions).float()
+
+    def forward(self, content: Tensor, conditions: Tensor | None = None) -> Tensor:
+        """Stylise ``[B, 3, H, W]`` images in [0, 1]; ``conditions`` ``[B]`` picks each image's condition (default 0)."""
+        if conditions is None:
+            conditions = torch.zeros(content.shape[0], dtype=torch.long, device=content.device)
+        return self.transformer(self._layout(content), self.condition_weights(conditions))
 
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def compute_costs(self, content: Tensor) -> Costs:
-        """Stylise a batch and measure all cost terms (used by training and by the benchmarks)."""
+    def batch_conditions(self, batch_size: int, step: int, rank: int = 0, world_size: int = 1) -> Tensor:
+        """Condition of each sample of a batch, round-robin over the trained conditions (see the class doc)."""
+        first = (step * world_size + rank) * batch_size
+        positions = torch.arange(first, first + batch_size, device=self.trained_conditions.device)
+        return self.trained_conditions[positions % len(self.trained_conditions)]
+
+    def compute_costs(self, content: Tensor, conditions: Tensor | None = None) -> Costs:
+        """Stylise a batch (each image with its condition, default the first) and measure all cost terms (used
+        by training and by the benchmarks)."""
+        if conditions is None:
+            conditions = self.trained_conditions[:1].expand(content.shape[0])
         content = self._layout(content)
         target = self.loss.content_target(content)
-        generated = self.transformer(content)
-        return self.loss(target, generated)
+        generated = self.transformer(content, self.condition_weights(conditions))
+        return self.loss(target, generated, self.style_index_of_condition[conditions])
 
     def configure_model(self) -> None:
         if self.compile_networks:
@@ -81,7 +134,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         self._report_skipped(batch.get("skipped", []))
-        costs = self.compute_costs(batch["image"])
+        conditions = self.batch_conditions(
+            batch["image"].shape[0], self.global_step, self.global_rank, self.trainer.world_size
+        )
+        costs = self.compute_costs(batch["image"], conditions)
         finite = bool(torch.isfinite(costs.total).item())
         # Every rank must take the same decision, or DDP's gradient all-reduce hangs.
         finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -98,9 +154,23 @@ class StyleTransferModule(pl.LightningModule):
             metrics[f"train/style_layer/{name}"] = cost
             # What each layer adds to the total: compare these when choosing lambda_l.
             metrics[f"train/style_weighted/{name}"] = self.loss.style_weight * self.loss.style_layers[name] * cost
+        if len(self.condition_names) > 1:
+            metrics.update(self._per_condition_metrics(costs, conditions))
         self.log_dict(metrics, batch_size=batch_size, sync_dist=False)
         self.log("train/loss", costs.total, prog_bar=True, batch_size=batch_size)
         return costs.total
+
+    def _per_condition_metrics(self, costs: Costs, conditions: Tensor) -> dict[str, Tensor]:
+        """``train/style/<name>`` and ``train/content/<name>``: this batch's mean costs per condition present."""
+        metrics = {}
+        names = self.condition_names
+        for condition in conditions.unique().tolist():
+            chosen = conditions == condition
+            name = names[condition]
+            metrics[f"train/content/{name}"] = costs.sample_content[chosen].mean()
+            if condition < len(self.styles):
+                metrics[f"train/style/{name}"] = costs.sample_style[chosen].mean()
+        return metrics
 
     def _skip_nonfinite(self, costs: Costs) -> None:
         self.consecutive_nonfinite += 1
@@ -127,10 +197,10 @@ class StyleTransferModule(pl.LightningModule):
             self.log("data/skipped_files", float(len(self.skipped_files)), batch_size=1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.transformer.parameters())
+        return self.optimizer_factory([p for p in self.transformer.parameters() if p.requires_grad])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(self.transformer, self.style)
+        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(self.transformer, self.styles, self.identity)
         checkpoint["state_dict"] = {
             key: value for key, value in checkpoint["state_dict"].items() if not key.startswith(LOSS_NETWORK_PREFIX)
         }
@@ -139,3 +209,17 @@ class StyleTransferModule(pl.LightningModule):
         # The frozen VGG weights are not in the file: take the ones this run was configured with.
         for key, value in self.loss.features.state_dict().items():
             checkpoint["state_dict"].setdefault(LOSS_NETWORK_PREFIX + key, value)
+
+
+def freeze_all_but(network: TransformerNet, conditions: Sequence[int]) -> None:
+    """Fine-tuning: only the given conditions' rows of the conditional norms' scale and shift tables learn;
+    every convolution and every other row is frozen (no gradient computed for the convolutions; the other
+    rows' gradients are zeroed, so Adam leaves them exactly as they are)."""
+    rows = torch.zeros(network.num_conditions, 1)
+    rows[list(conditions)] = 1.0
+    for module in network.modules():
+        for parameter in module.parameters(recurse=False):
+            if isinstance(module, ConditionalInstanceNorm2d):
+                parameter.register_hook(lambda grad, mask=rows: grad * mask.to(grad))
+            else:
+                parameter.requires_grad_(False)

@@ -4,7 +4,7 @@ Grams, combined as ``J = alpha * J_content + beta * sum_l lambda_l J_style[l] + 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,22 +15,35 @@ from nst_fast.losses import STYLE_NORMALISATIONS, StyleLoss, StyleNormalisation,
 from nst_fast.models.vgg import VGGFeatures
 
 
+#: ``style_index`` value of a sample trained as the identity (content cost only: give back the photo).
+IDENTITY = -1
+
+
 @dataclass
 class Costs:
-    """Batch means of each term (scalars) and of each unweighted per-layer style cost."""
+    """Batch means of each term (scalars) and of each unweighted per-layer style cost, and per-sample costs.
+
+    Style terms average over the samples trained for a style (identity samples have no style cost).
+    ``sample_content``, ``sample_style``: ``[B]`` unweighted costs per sample (style 0 for identity samples);
+    ``style_index``: ``[B]`` each sample's style (``IDENTITY`` for the identity), for per-style curves.
+    """
 
     total: Tensor
     content: Tensor
     style: Tensor
     total_variation: Tensor
     style_layers: dict[str, Tensor]
+    sample_content: Tensor
+    sample_style: Tensor
+    style_index: Tensor
 
 
 class PerceptualLoss(nn.Module):
-    """Frozen VGG loss network plus the style targets; ``set_style`` must be called before ``forward``.
+    """Frozen VGG loss network plus the style targets; ``set_styles`` must be called before ``forward``.
 
     ``network``: ``vgg16`` or ``vgg19``; ``weights``: ``imagenet``, a state-dict path, or ``none``.
-    ``style_layers``: layer name -> ``lambda_l``. ``content_weight`` is ``alpha``, ``style_weight`` is ``beta``.
+    ``style_layers``: layer name -> ``lambda_l``. ``content_weight`` is ``alpha``, ``style_weight`` is ``beta``;
+    each style may multiply them by its own factors (``set_styles``).
     """
 
     def __init__(
@@ -64,30 +77,68 @@ class PerceptualLoss(nn.Module):
         return self.features.min_input_size
 
     @torch.no_grad()
-    def set_style(self, style_image: Tensor) -> None:
-        """Compute the style Grams once from ``style_image`` ``[1, 3, H, W]`` in [0, 1] (kept as buffers)."""
-        features = self.features(style_image, layers=self.style_layers)
+    def set_styles(
+        self,
+        style_images: Sequence[Tensor],
+        style_weights: Sequence[float] | None = None,
+        content_weights: Sequence[float] | None = None,
+    ) -> None:
+        """Compute the style Grams once from each ``[1, 3, H, W]`` image in [0, 1] (sizes may differ; kept as
+        buffers). ``style_weights``/``content_weights``: per-style multipliers of ``beta``/``alpha`` (default 1)."""
+        count = len(style_images)
+        style_weights = [1.0] * count if style_weights is None else list(style_weights)
+        content_weights = [1.0] * count if content_weights is None else list(content_weights)
+        if count == 0 or len(style_weights) != count or len(content_weights) != count:
+            raise ValueError(
+                f"set_styles needs one or more style images and as many weights: got {count} images, "
+                f"{len(style_weights)} style weights and {len(content_weights)} content weights"
+            )
+        features = [self.features(image, layers=self.style_layers) for image in style_images]
         self.style = StyleLoss(features, self.style_layers, self.style_normalisation)
+        device = style_images[0].device
+        # Per style, then the identity (style 0, content alpha): indexed by style_index, IDENTITY = -1 = last.
+        self.register_buffer("_beta", torch.tensor([*style_weights, 0.0], device=device), persistent=False)
+        self.register_buffer("_alpha", torch.tensor([*content_weights, 1.0], device=device), persistent=False)
 
     @torch.no_grad()
     def content_target(self, content: Tensor) -> Tensor:
         """Content-layer activations of the content images; no autograd graph, and the VGG pass stops there."""
         return self.features(content, layers=[self.content_layer])[self.content_layer]
 
-    def forward(self, content_features: Tensor, generated: Tensor) -> Costs:
-        """Costs of ``generated`` ``[B, 3, H, W]`` against ``content_target`` features and the style."""
+    def forward(self, content_features: Tensor, generated: Tensor, style_index: Tensor | None = None) -> Costs:
+        """Costs of ``generated`` ``[B, 3, H, W]`` against ``content_target`` features and the styles.
+
+        ``style_index``: ``[B]`` long, each sample's style in ``[0, S)`` or ``IDENTITY`` (content cost only, no
+        style or total-variation term); ``None`` means style 0 for every sample.
+        """
         if self.style is None:
-            raise RuntimeError("PerceptualLoss.set_style(style_image) must be called before computing costs")
+            raise RuntimeError("PerceptualLoss.set_styles(style_images) must be called before computing costs")
+        batch = generated.shape[0]
+        if style_index is None:
+            style_index = torch.zeros(batch, dtype=torch.long, device=generated.device)
+        styled = style_index != IDENTITY
         features = self.features(generated)
-        content = content_cost(content_features, features[self.content_layer]).mean()
-        style, per_layer = self.style(features)
-        style = style.mean()
-        tv = total_variation(generated).mean()
-        total = self.content_weight * content + self.style_weight * style + self.tv_weight * tv
+        content = content_cost(content_features, features[self.content_layer])
+        style, per_layer = self.style(features, style_index.clamp_min(0))
+        style = torch.where(styled, style, torch.zeros_like(style))
+        tv = total_variation(generated)
+        per_sample = (
+            self.content_weight * self._alpha[style_index] * content
+            + self.style_weight * self._beta[style_index] * style
+            + self.tv_weight * styled.to(tv.dtype) * tv
+        )
+        styled_count = styled.sum().clamp_min(1)
+
+        def styled_mean(cost: Tensor) -> Tensor:
+            return torch.where(styled, cost, torch.zeros_like(cost)).sum() / styled_count
+
         return Costs(
-            total=total,
-            content=content,
-            style=style,
-            total_variation=tv,
-            style_layers={name: cost.mean() for name, cost in per_layer.items()},
+            total=per_sample.mean(),
+            content=content.mean(),
+            style=styled_mean(style),
+            total_variation=styled_mean(tv),
+            style_layers={name: styled_mean(cost) for name, cost in per_layer.items()},
+            sample_content=content.detach(),
+            sample_style=style.detach(),
+            style_index=style_index,
         )

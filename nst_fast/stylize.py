@@ -4,6 +4,9 @@
     nst-stylize --model export/starry.onnx photos/ -o stylized/          # mirrors photos/'s tree
     nst-stylize --model export/starry.onnx clip.mp4 -o clip_starry.mp4   # audio is copied
     nst-stylize --model outputs/starry/DATE/checkpoints/last.ckpt photo.jpg -o out.png --device cuda
+    nst-stylize --model five.onnx photo.jpg -o out.png --style wave                 # multi-style models
+    nst-stylize --model five.onnx photo.jpg -o out.png --style starry=0.6,wave=0.4 --strength 0.8
+    nst-stylize --model five.onnx --list-styles
 
 ``--model`` is an ONNX file written by ``python export.py`` (float32 NCHW, fp16 or uint8 HWC variant), a
 TorchScript file from the same export (``.pt``/``.ts``), or a training checkpoint (``.ckpt``). The ONNX path
@@ -54,9 +57,17 @@ META_TRANSFORMER = "nst_fast.transformer"
 META_LAYOUT = "nst_fast.layout"
 META_PRECISION = "nst_fast.precision"
 META_INPUT = "nst_fast.input"
+#: JSON list of the style names in ``style_weights`` order (every export; one name for single-style models).
+META_STYLES = "nst_fast.styles"
+#: JSON list of the style images' paths at training time, in the same order.
+META_STYLE_IMAGES = "nst_fast.style_images"
+#: ``"true"`` when the network has the identity condition (``1 - sum(style_weights)``): strength works.
+META_IDENTITY = "nst_fast.identity"
 EXPORT_FORMAT = "1"
 TORCHSCRIPT_META_FILE = "nst_fast.json"
 INPUT_NAME = "image"
+#: Second input of multi-condition models: float32 ``[N, S]`` (``[S]`` for the uint8 model), one weight per style.
+WEIGHTS_NAME = "style_weights"
 OUTPUT_NAME = "stylized"
 #: ``image``: float32 ``[N, 3, H, W]`` RGB in [0, 1] -> ``stylized`` of the same shape and range.
 LAYOUT_NCHW_FLOAT = "nchw_float32"
@@ -65,6 +76,11 @@ LAYOUT_HWC_UINT8 = "hwc_uint8"
 INPUT_DESCRIPTIONS = {
     LAYOUT_NCHW_FLOAT: "image: float32 [N, 3, H, W] RGB in [0, 1], H, W >= 5 -> stylized: same shape, [0, 1]",
     LAYOUT_HWC_UINT8: "image: uint8 [H, W, 3] RGB, H, W >= 5 -> stylized: uint8 [H, W, 3] RGB",
+}
+#: How multi-condition models describe their second input (appended to the layout's description).
+WEIGHTS_DESCRIPTIONS = {
+    LAYOUT_NCHW_FLOAT: "style_weights: float32 [N, S], one row per image, styles in nst_fast.styles order",
+    LAYOUT_HWC_UINT8: "style_weights: float32 [S], styles in nst_fast.styles order",
 }
 MIN_SIDE = 5
 
@@ -92,13 +108,79 @@ class StylizeError(NstFastError):
 
 
 class StyleModel(abc.ABC):
-    """A loaded style network: ``model(batch)`` maps uint8 RGB ``[N, H, W, 3]`` to float RGB in [0, 1]."""
+    """A loaded style network: ``model(batch, weights)`` maps uint8 RGB ``[N, H, W, 3]`` to float RGB in [0, 1].
+
+    ``styles``: the model's style names in ``style_weights`` order; ``identity``: it has the identity condition
+    (strength below 1). ``takes_weights``: multi-condition models take ``weights`` (float32 ``[S]``, the same for
+    every image of the batch; see ``parse_style_weights``); one-condition models take ``None``.
+    """
 
     description: str = ""
+    styles: list[str]
+    identity: bool = False
+    takes_weights: bool = False
 
     @abc.abstractmethod
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Stylise a batch of same-sized images."""
+
+
+def _styles_from_metadata(meta: dict[str, str]) -> tuple[list[str], bool]:
+    """Style names and identity flag of an export (exports before multi-style models name one style)."""
+    try:
+        styles = json.loads(meta[META_STYLES]) if META_STYLES in meta else [meta.get(META_STYLE_NAME, "")]
+    except json.JSONDecodeError:
+        styles = [meta.get(META_STYLE_NAME, "")]
+    return [str(name) for name in styles], meta.get(META_IDENTITY, "false") == "true"
+
+
+def parse_style_weights(model: StyleModel, style: str | None, strength: float | None) -> np.ndarray | None:
+    """Style weights ``[S]`` for ``--style`` and ``--strength`` (``None`` for one-condition models).
+
+    ``style``: ``NAME`` (that style alone), ``NAME=W,NAME=W,...`` (a blend; weights >= 0, sum <= 1, the rest to
+    the identity), or ``None`` (the only style of a one-style model). ``strength`` in [0, 1] scales the weights,
+    the identity taking the rest: 0 gives back the photo, 1 the full style. Raises ``StylizeError`` naming the
+    model's styles for an unknown name, a negative weight, a sum above 1, or a strength the model cannot give.
+    """
+    names = ", ".join(model.styles) + (" (and the identity: --strength)" if model.identity else "")
+    if strength is not None and not model.identity:
+        raise StylizeError(
+            f"--strength needs a model trained with the identity condition; this one has the styles {names} only"
+        )
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        raise StylizeError(f"--strength {strength:g} is out of range: it must be in [0, 1]")
+    weights = np.zeros(len(model.styles), dtype=np.float32)
+    if style is None:
+        if len(model.styles) != 1:
+            raise StylizeError(f"this model has {len(model.styles)} styles: choose with --style NAME or a blend "
+                               f"NAME=W,NAME=W (styles: {names})")
+        weights[0] = 1.0
+    else:
+        parts = [part.strip() for part in style.split(",") if part.strip()]
+        if not parts:
+            raise StylizeError(f"--style {style!r} names no style (styles: {names})")
+        for part in parts:
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if name not in model.styles:
+                raise StylizeError(f"--style: unknown style {name!r}; this model has: {names}")
+            try:
+                weight = float(value) if value else 1.0
+            except ValueError:
+                raise StylizeError(f"--style: weight {value!r} of {name!r} is not a number (styles: {names})") from None
+            if not np.isfinite(weight) or weight < 0:
+                raise StylizeError(f"--style: weight {value} of {name!r} must be >= 0 (styles: {names})")
+            weights[model.styles.index(name)] += weight
+        total = float(weights.sum())
+        if total > 1.0 + 1e-6:
+            raise StylizeError(f"--style: weights sum to {total:g} > 1; give weights that sum to at most 1 (styles: {names})")
+        if total < 1.0 - 1e-6 and not model.identity:
+            raise StylizeError(
+                f"--style: weights sum to {total:g}; without the identity condition they must sum to 1 (styles: {names})"
+            )
+    if strength is not None:
+        weights *= strength
+    return weights if model.takes_weights else None
 
 
 def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
@@ -147,13 +229,17 @@ class OnnxModel(StyleModel):
             raise StylizeError(f"{path}: export format {meta[META_FORMAT]!r}; this version reads {EXPORT_FORMAT!r}")
         self.layout = meta.get(META_LAYOUT, LAYOUT_NCHW_FLOAT)
         expected_type = "tensor(uint8)" if self.layout == LAYOUT_HWC_UINT8 else "tensor(float)"
+        self.styles, self.identity = _styles_from_metadata(meta)
+        self.takes_weights = len(inputs) == 2
         if (
-            self.layout not in INPUT_DESCRIPTIONS or len(inputs) != 1 or inputs[0].name != INPUT_NAME
+            self.layout not in INPUT_DESCRIPTIONS or len(inputs) not in (1, 2) or inputs[0].name != INPUT_NAME
             or inputs[0].type != expected_type or len(outputs) != 1
+            or (self.takes_weights and (inputs[1].name != WEIGHTS_NAME or inputs[1].shape[-1] != len(self.styles)))
         ):
             found = ", ".join(f"{i.name}: {i.type} {i.shape}" for i in inputs)
             raise StylizeError(
-                f"{path}: not an nst-fast model (expected one input {INPUT_NAME!r} of {expected_type}, found {found})"
+                f"{path}: not an nst-fast model (expected input {INPUT_NAME!r} of {expected_type}, and "
+                f"{WEIGHTS_NAME!r} [N, {len(self.styles)}] for multi-style models; found {found})"
             )
         self.metadata = dict(meta)
         used = [p.removesuffix("ExecutionProvider") for p in self.session.get_providers()]
@@ -162,16 +248,22 @@ class OnnxModel(StyleModel):
             f"{self.layout}, providers {', '.join(used)})"
         )
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         if self.layout == LAYOUT_HWC_UINT8:
-            outputs = [self._run(np.ascontiguousarray(image)) for image in batch]
+            outputs = [self._run(np.ascontiguousarray(image), weights) for image in batch]
             return np.stack(outputs).astype(np.float32) / 255.0
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-        return self._run(x).transpose(0, 2, 3, 1)
+        rows = None if weights is None else np.repeat(weights[None].astype(np.float32), len(batch), axis=0)
+        return self._run(x, rows).transpose(0, 2, 3, 1)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        feeds = {INPUT_NAME: x}
+        if self.takes_weights:
+            if weights is None:
+                raise StylizeError(f"this model blends {len(self.styles)} styles: pass style weights")
+            feeds[WEIGHTS_NAME] = weights.astype(np.float32)
         try:
-            return self.session.run(None, {INPUT_NAME: x})[0]
+            return self.session.run(None, feeds)[0]
         except Exception as error:  # onnxruntime's own exception types (e.g. out of memory)
             raise StylizeError(f"ONNX Runtime failed on input {x.shape} ({first_line(error)})") from error
 
@@ -191,12 +283,16 @@ class TorchModel(StyleModel):
         self.torch = torch
         if path.suffix.lower() == ".ckpt":
             from nst_fast.checkpoint import load_transformer
+            from nst_fast.export import exported_interface
 
             try:
                 network, info = load_transformer(path, map_location="cpu")
             except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
                 raise StylizeError(first_line(error)) from error
-            style, kind = info.style.get("name", "?"), "checkpoint"
+            network = exported_interface(network, info)  # (image, style_weights) like the exported files
+            self.styles, self.identity = info.style_names, info.identity
+            self.takes_weights = info.transformer.get("num_conditions", 1) > 1
+            style, kind = "+".join(self.styles), "checkpoint"
         else:
             extra = {TORCHSCRIPT_META_FILE: ""}
             try:
@@ -209,15 +305,23 @@ class TorchModel(StyleModel):
                 meta = None
             if not isinstance(meta, dict) or META_FORMAT not in meta:
                 raise StylizeError(f"{path}: not an nst-fast TorchScript export (no {TORCHSCRIPT_META_FILE} inside)")
+            self.styles, self.identity = _styles_from_metadata(meta)
+            self.takes_weights = json.loads(meta.get(META_TRANSFORMER, "{}")).get("num_conditions", 1) > 1
             style, kind = meta.get(META_STYLE_NAME, "?"), "TorchScript"
         self.network = network.to(self.device).eval()
         self.description = f"{path.name} ({kind}, style {style!r}, torch on {self.device})"
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-            y = self.network(x)
+            if self.takes_weights:
+                if weights is None:
+                    raise StylizeError(f"this model blends {len(self.styles)} styles: pass style weights")
+                rows = torch.from_numpy(weights.astype(np.float32)).to(self.device).expand(len(batch), -1)
+                y = self.network(x, rows)
+            else:
+                y = self.network(x)
             return y.permute(0, 2, 3, 1).float().cpu().numpy()
 
 
@@ -320,9 +424,12 @@ def _check_size(width: int, height: int, what: str) -> None:
         raise StylizeError(f"{what}: {width}x{height} is too small (the network needs at least {MIN_SIDE}x{MIN_SIDE})")
 
 
-def stylize_array(model: StyleModel, rgb: np.ndarray, keep_color: bool = False) -> np.ndarray:
-    """Stylise uint8 RGB images ``[N, H, W, 3]`` -> float RGB in [0, 1], optionally keeping their colours."""
-    out = model(rgb)
+def stylize_array(
+    model: StyleModel, rgb: np.ndarray, keep_color: bool = False, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Stylise uint8 RGB images ``[N, H, W, 3]`` -> float RGB in [0, 1] with the style ``weights``
+    (``parse_style_weights``), optionally keeping their colours."""
+    out = model(rgb, weights)
     if out.shape != rgb.shape:
         raise StylizeError(f"the model returned shape {out.shape} for input {rgb.shape}")
     if keep_color:
@@ -349,21 +456,24 @@ def load_image(job: Job, max_size: int | None = None, max_pixels: int = DEFAULT_
     return LoadedImage(job, np.asarray(rgb), alpha)
 
 
-def stylize_images(model: StyleModel, images: Sequence[LoadedImage], *, keep_color: bool = False, quality: int = 95) -> None:
+def stylize_images(
+    model: StyleModel, images: Sequence[LoadedImage], *, keep_color: bool = False, quality: int = 95,
+    weights: np.ndarray | None = None,
+) -> None:
     """Stylise same-sized images in one model call and write each to its target (same size, alpha kept where
     the output format stores it)."""
-    out = stylize_array(model, np.stack([image.rgb for image in images]), keep_color)
+    out = stylize_array(model, np.stack([image.rgb for image in images]), keep_color, weights)
     for image, stylized in zip(images, out):
         save_image(image.job.target, stylized, image.alpha, quality=quality)
 
 
 def stylize_image(
     model: StyleModel, source: Path, target: Path, *, keep_color: bool = False, max_size: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS, quality: int = 95,
+    max_pixels: int = DEFAULT_MAX_PIXELS, quality: int = 95, weights: np.ndarray | None = None,
 ) -> None:
     """One image file -> one image file of the same size (or downscaled to ``max_size``)."""
     image = load_image(Job(source, target, video=False), max_size, max_pixels)
-    stylize_images(model, [image], keep_color=keep_color, quality=quality)
+    stylize_images(model, [image], keep_color=keep_color, quality=quality, weights=weights)
 
 
 def _even(value: float) -> int:
@@ -372,7 +482,7 @@ def _even(value: float) -> int:
 
 def stylize_video(
     model: StyleModel, source: Path, target: Path, *, keep_color: bool = False, max_size: int | None = None,
-    batch_size: int = 4, crf: int = 18, progress: Any = None,
+    batch_size: int = 4, crf: int = 18, progress: Any = None, weights: np.ndarray | None = None,
 ) -> int:
     """Stylise every frame of ``source``'s first video stream into ``target`` (same frame rate, timestamps and
     size, or downscaled to ``max_size`` with even sides); audio streams are copied (re-encoded where the output
@@ -438,7 +548,7 @@ def stylize_video(
                 if not pending:
                     return
                 batch = np.stack([array for array, _, _ in pending])
-                styled = stylize_array(model, batch, keep_color)
+                styled = stylize_array(model, batch, keep_color, weights)
                 for (_, pts, time_base), frame_rgb in zip(pending, styled):
                     frame = av.VideoFrame.from_ndarray(
                         (np.clip(frame_rgb, 0, 1) * 255 + 0.5).astype(np.uint8), format="rgb24"
@@ -495,12 +605,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stylise images, folders of images, and videos with an nst-fast model.",
         epilog="Exit status: 0 all written, 1 some inputs failed (reported one per line), 2 usage error.",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files, folders, or video files")
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files, folders, or video files")
     parser.add_argument("--model", "-m", required=True, type=Path, help=".onnx, TorchScript .pt/.ts, or .ckpt")
     parser.add_argument(
-        "-o", "--output", required=True, type=Path,
+        "-o", "--output", type=Path,
         help="output file for a single input file; otherwise a folder (mirroring the inputs' relative paths)",
     )
+    parser.add_argument(
+        "--style", default=None,
+        help="multi-style models: NAME, or a blend NAME=W,NAME=W (weights >= 0, sum <= 1; the rest goes to the "
+             "identity, i.e. the photo); see --list-styles",
+    )
+    parser.add_argument("--strength", type=float, default=None,
+                        help="0 (the photo) .. 1 (the full style); needs a model trained with the identity condition")
+    parser.add_argument("--list-styles", action="store_true", help="print the model's styles and exit")
     parser.add_argument("--preserve-color", action="store_true", help="keep the input's colours, take only luminance")
     parser.add_argument("--max-size", type=int, default=None, help="downscale inputs whose longer side exceeds this")
     parser.add_argument("--format", dest="image_format", default=None, help="image format of folder outputs (png, jpg, ...)")
@@ -518,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.list_styles and (not args.inputs or args.output is None):
+        parser.error("INPUT and -o/--output are required (except with --list-styles)")
     if args.max_size is not None and args.max_size < MIN_SIDE:
         parser.error(f"--max-size must be at least {MIN_SIDE}")
     if args.batch_size < 1:
@@ -529,10 +649,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         tqdm.write(message, file=sys.stderr)
 
     try:
+        if args.list_styles:
+            model = load_model(args.model, args.provider, args.device, args.threads)
+            print("\n".join(model.styles))
+            if model.identity:
+                print(f"({len(model.styles)} style(s) and the identity: --strength and blends summing below 1 work)")
+            return 0
         jobs = plan_jobs(args.inputs, args.output, args.image_format)
         if not jobs:
             raise StylizeError("no images or videos found in " + ", ".join(str(p) for p in args.inputs))
         model = load_model(args.model, args.provider, args.device, args.threads)
+        weights = parse_style_weights(model, args.style, args.strength)
     except StylizeError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -562,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch = list(pending)
         pending.clear()
         try:
-            stylize_images(model, batch, keep_color=args.preserve_color, quality=args.quality)
+            stylize_images(model, batch, keep_color=args.preserve_color, quality=args.quality, weights=weights)
         except expected as error:
             if len(batch) == 1:
                 report(batch[0].job, error)
@@ -571,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = 0
             for image in batch:
                 try:
-                    stylize_images(model, [image], keep_color=args.preserve_color, quality=args.quality)
+                    stylize_images(model, [image], keep_color=args.preserve_color, quality=args.quality, weights=weights)
                 except expected as single_error:
                     report(image.job, single_error)
                     failed += 1
@@ -598,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 stylize_video(
                     model, job.source, job.target, keep_color=args.preserve_color, max_size=args.max_size,
-                    batch_size=args.batch_size, crf=args.crf, progress=bar,
+                    batch_size=args.batch_size, crf=args.crf, progress=bar, weights=weights,
                 )
             except StylizeError as error:
                 failures += 1

@@ -14,11 +14,12 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nst_fast.callbacks import FinalCheckpoint, last_checkpoint_path
-from nst_fast.checkpoint import CHECKPOINT_KEY, read_checkpoint
+from nst_fast.checkpoint import CHECKPOINT_KEY, checkpoint_info, load_transformer, read_checkpoint
 from nst_fast.checkpoint_io import AtomicCheckpointIO
-from nst_fast.config import validate_train_config
+from nst_fast.config import StyleSpec, style_specs, uses_identity, validate_train_config
 from nst_fast.data import ContentDataModule, load_style_image
 from nst_fast.errors import ConfigError, MissingFileError, NstFastError
+from nst_fast.models.transformer import TransformerNet, add_conditions
 from nst_fast.module import StyleTransferModule
 from nst_fast.perceptual import PerceptualLoss
 
@@ -63,44 +64,107 @@ def build_datamodule(cfg: DictConfig) -> ContentDataModule:
     return datamodule
 
 
-def style_info(cfg: DictConfig) -> dict[str, Any]:
-    """What a checkpoint records about the style it was trained for."""
-    return {"name": cfg.style.name, "image": str(cfg.style.image), "size": int(cfg.style.size)}
+@dataclass
+class NetworkPlan:
+    """The transformation network a run trains and what its conditions mean.
+
+    ``styles``: checkpoint records (name, image, size) in condition order, then the identity if ``identity``;
+    ``specs``: the styles this run trains (their targets go into the loss); ``trained``: their condition
+    indices (plus the identity's when it is trained), ``None`` for all conditions.
+    """
+
+    network: TransformerNet
+    styles: list[dict[str, Any]]
+    identity: bool
+    specs: list[StyleSpec]
+    trained: list[int] | None = None
 
 
-def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
-    """Refuse to resume from a checkpoint that is not ours, or that was trained for another style or network:
-    its style Grams and weights would silently override the config."""
+def _model_config(cfg: DictConfig) -> dict[str, int]:
+    return {"base_channels": cfg.model.base_channels, "residual_blocks": cfg.model.residual_blocks}
+
+
+def plan_network(cfg: DictConfig) -> NetworkPlan:
+    """A new network with one condition per configured style (plus the identity), or, with ``finetune_from``,
+    the trained network from that checkpoint with the configured styles added as new conditions that alone
+    will be trained."""
+    specs = style_specs(cfg)
+    base_path = cfg.get("finetune_from")
+    if base_path is None:
+        identity = uses_identity(cfg, len(specs))
+        network = instantiate(cfg.model, num_conditions=len(specs) + int(identity))
+        return NetworkPlan(network, [spec.record() for spec in specs], identity, specs)
+    path = Path(base_path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"finetune_from={base_path!r} does not exist; pass a .ckpt written by an earlier run")
+    base, info = load_transformer(path)
+    clash = [spec.name for spec in specs if spec.name in info.style_names]
+    if clash:
+        raise ConfigError(
+            f"finetune_from={base_path!r} already has style(s) {clash} (it has {info.condition_names}): "
+            "fine-tune styles under new names"
+        )
+    base_model = {key: info.transformer[key] for key in ("base_channels", "residual_blocks")}
+    if base_model != _model_config(cfg):
+        raise ConfigError(
+            f"finetune_from={base_path!r} is a TransformerNet{base_model}, but this run is configured for "
+            f"{_model_config(cfg)}: set model.* as the base network's"
+        )
+    if cfg.get("identity") is not None and bool(cfg.identity) != info.identity:
+        raise ConfigError(
+            f"identity={cfg.identity} but finetune_from={base_path!r} was trained with identity={info.identity}: "
+            "a fine-tuned network keeps its base's conditions (leave identity unset)"
+        )
+    first = len(info.styles)
+    network = add_conditions(base, len(specs), first)
+    log.info("fine-tuning %s into %s (conditions %s)", [s.name for s in specs], base_path, info.condition_names)
+    return NetworkPlan(
+        network.train(), info.styles + [spec.record() for spec in specs], info.identity, specs,
+        trained=list(range(first, first + len(specs))),
+    )
+
+
+def _style_list(styles: list[dict[str, Any]], identity: bool) -> list[str]:
+    """``name@size`` per style (and ``identity``): how a resume check names a network's conditions."""
+    return [f"{style.get('name')}@{style.get('size')}" for style in styles] + (["identity"] if identity else [])
+
+
+def check_resume(ckpt_path: str, cfg: DictConfig, plan: NetworkPlan) -> None:
+    """Refuse to resume from a checkpoint that is not ours, or that was trained for other styles (names, sizes,
+    order, identity) or another network: its style Grams and weights would silently override the config."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
-    meta = read_checkpoint(path)[CHECKPOINT_KEY]
-    # The style image's path may differ (another checkout or machine): name and size identify the style.
-    style = meta.get("style", {})
-    wanted = {
-        "style": ({"name": style.get("name"), "size": style.get("size")},
-                  {"name": cfg.style.name, "size": int(cfg.style.size)}),
-        "transformer": (meta.get("transformer"), {"base_channels": cfg.model.base_channels,
-                                                  "residual_blocks": cfg.model.residual_blocks}),
-    }
-    for key, (found, configured) in wanted.items():
-        if found != configured:
-            raise ConfigError(
-                f"ckpt_path={ckpt_path!r} was trained with {key} {found}, but this run is configured for "
-                f"{configured}: resume with the same style.* and model.* settings as the original run"
-            )
+    info = checkpoint_info(read_checkpoint(path))
+    # The style images' paths may differ (another checkout or machine): names and sizes identify the styles.
+    found, configured = _style_list(info.styles, info.identity), _style_list(plan.styles, plan.identity)
+    if found != configured:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} was trained for the styles {found}, but this run is configured for "
+            f"{configured}: resume with the same style selection, style sizes and identity as the original run"
+        )
+    if info.transformer != plan.network.config:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} was trained with transformer {info.transformer}, but this run is configured "
+            f"for {plan.network.config}: resume with the same model.* settings as the original run"
+        )
 
 
-def build_module(cfg: DictConfig) -> StyleTransferModule:
-    """Transformation network, loss network and style targets, from the config."""
-    style_image = load_style_image(cfg.style.image, cfg.style.size)
+def build_module(cfg: DictConfig, plan: NetworkPlan | None = None) -> StyleTransferModule:
+    """Transformation network, loss network and style targets, from the config (and ``plan_network``'s plan)."""
+    plan = plan or plan_network(cfg)
+    style_images = [load_style_image(spec.image, spec.size, f"style.{spec.name}.image") for spec in plan.specs]
     loss: PerceptualLoss = instantiate(cfg.loss)
+    loss.set_styles(
+        style_images, [spec.style_weight for spec in plan.specs], [spec.content_weight for spec in plan.specs]
+    )
     return StyleTransferModule(
-        transformer=instantiate(cfg.model),
+        transformer=plan.network,
         loss=loss,
-        style_image=style_image,
         optimizer=instantiate(cfg.optimizer),
-        style=style_info(cfg),
+        styles=plan.styles,
+        identity=plan.identity,
+        trained_conditions=plan.trained,
         channels_last=cfg.channels_last,
         max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
         compile=cfg.compile,
@@ -110,12 +174,13 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
 def train(cfg: DictConfig) -> TrainResult:
     """Validate ``cfg``, build data, module, loggers and callbacks, and fit (resuming from ``cfg.ckpt_path``)."""
     validate_train_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    plan = plan_network(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is not None:
-        check_resume(ckpt_path, cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+        check_resume(ckpt_path, cfg, plan)
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg)
+    module = build_module(cfg, plan)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])

@@ -184,3 +184,20 @@ def test_gradients_float64() -> None:
         assert torch.autograd.gradcheck(lambda g, n=normalisation: style_layer_cost(a_s, g, n), (a_g,))
     assert torch.autograd.gradcheck(lambda g: content_cost(a_c, g), (a_g,))
     assert torch.autograd.gradcheck(total_variation, (a_g,))
+
+
+def test_style_loss_with_several_styles_picks_each_samples_target() -> None:
+    torch.manual_seed(3)
+    layers = {"a": 1.0, "b": 0.5}
+    styles = [{"a": torch.rand(1, 4, 6, 5), "b": torch.rand(1, 6, 3, 3)},
+              {"a": torch.rand(1, 4, 9, 8), "b": torch.rand(1, 6, 4, 5)}]
+    generated = {"a": torch.rand(3, 4, 5, 5), "b": torch.rand(3, 6, 3, 3)}
+    together = StyleLoss(styles, layers, "energy")
+    cost, per_layer = together(generated, torch.tensor([1, 0, 1]))
+    for sample, style in enumerate([1, 0, 1]):
+        alone, alone_layers = StyleLoss(styles[style], layers, "energy")({k: v[sample:sample + 1] for k, v in generated.items()})
+        torch.testing.assert_close(cost[sample:sample + 1], alone)
+        for name in layers:
+            torch.testing.assert_close(per_layer[name][sample:sample + 1], alone_layers[name])
+    with pytest.raises(ValueError, match="pass style_index"):
+        together(generated)

@@ -61,3 +61,47 @@ def test_costs_follow_the_configured_weights() -> None:
     torch.testing.assert_close(costs.total, expected)
     layers = module.loss.style_layers
     torch.testing.assert_close(costs.style, sum(layers[name] * cost for name, cost in costs.style_layers.items()))
+
+
+def test_conditions_go_round_robin_to_samples_steps_and_ranks() -> None:
+    module = make_module("style=[starry,wave]")  # two styles and the identity: 3 conditions
+    assert module.condition_names == ["starry", "wave", "identity"]
+    seen = torch.cat([module.batch_conditions(2, step) for step in range(3)])
+    assert seen.tolist() == [0, 1, 2, 0, 1, 2]
+    rank0, rank1 = module.batch_conditions(2, 0, 0, 2), module.batch_conditions(2, 0, 1, 2)
+    assert rank0.tolist() == [0, 1] and rank1.tolist() == [2, 0], "ranks continue each other's sequence"
+    counts = torch.bincount(torch.cat([module.batch_conditions(4, step) for step in range(30)]), minlength=3)
+    assert counts.tolist() == [40, 40, 40], "every condition gets the same share"
+
+
+def test_identity_samples_train_against_the_photo() -> None:
+    torch.manual_seed(0)
+    module = make_module("style=[starry,wave]")
+    costs = module.compute_costs(torch.rand(3, 3, 32, 32), torch.tensor([2, 2, 2]))
+    torch.testing.assert_close(costs.total, module.loss.content_weight * costs.content)
+    assert costs.style == 0
+
+
+def test_finetuning_freezes_everything_but_the_new_rows() -> None:
+    from nst_fast.module import freeze_all_but
+    from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
+
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, num_conditions=4)
+    freeze_all_but(network, [2])
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=0.1)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    for _ in range(2):
+        optimizer.zero_grad()
+        network(torch.rand(2, 3, 16, 16), torch.eye(4)[[2, 2]]).square().mean().backward()
+        optimizer.step()
+    after = network.state_dict()
+    norms = {f"{name}.{p}" for name, m in network.named_modules() if isinstance(m, ConditionalInstanceNorm2d)
+             for p in ("weight", "bias")}
+    for key, value in before.items():
+        if key in norms:
+            keep = [0, 1, 3]
+            assert torch.equal(value[keep], after[key][keep]), key
+        else:
+            assert torch.equal(value, after[key]), f"{key} is frozen"
+    assert any(not torch.equal(before[key][2], after[key][2]) for key in norms)

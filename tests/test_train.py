@@ -67,9 +67,15 @@ def test_resume_continues_global_step_and_optimiser(smoke_run: Path, tmp_path: P
     ("overrides", "message"),
     [
         (["style=monet"], "Available options in 'style'"),
-        (["style.image=/nonexistent/painting.jpg"], "style.image='/nonexistent/painting.jpg' does not exist"),
+        (["style.starry.image=/nonexistent/painting.jpg"], "style.starry.image='/nonexistent/painting.jpg' does not exist"),
         (["data.image_size=8"], "data.image_size=8 is too small for the deepest loss layer relu4_3 of vgg16"),
-        (["style.size=4"], "style.size=4 is too small"),
+        (["style.starry.size=4"], "style.starry.size=4 is too small"),
+        (["style_size=4"], "style.starry.size=4 is too small"),
+        (["+style.starry.colour=1"], "style.starry has unknown key(s) ['colour']"),
+        (["style=[]"], "no style selected"),
+        (["style=[]", "+style.monet.size=256"], "style.monet.image is missing"),
+        (["+style.identity.image=x.jpg"], "'identity' names the identity condition"),
+        (["style.starry.style_weight=-2"], "style.starry.style_weight=-2 is out of range"),
         (["loss.content_layer=relu9_1"], "loss layers ['relu9_1'] do not exist in vgg16"),
         (["loss.weights=/nonexistent/vgg.pth"], "loss network weights file '/nonexistent/vgg.pth' does not exist"),
         (["loss.style_normalisation=gatys"], "loss.style_normalisation='gatys' is unknown"),
@@ -97,7 +103,8 @@ def test_resume_refuses_another_style(smoke_run: Path, tmp_path: Path) -> None:
     result = run_train("experiment=smoke", "style=wave", f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'run'}",
                        cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert "was trained with style {'name': 'starry'" in result.stderr and "Traceback" not in result.stderr
+    assert "was trained for the styles ['starry@64'], but this run is configured for ['wave@64']" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_too_few_samples_for_a_batch_is_an_error(tmp_path: Path) -> None:
@@ -156,6 +163,75 @@ def test_resume_accepts_the_same_style_at_another_path(smoke_run: Path, tmp_path
     moved.parent.mkdir()
     shutil.copy(asset_path("styles/starry_night.jpg"), moved)
     last = smoke_run / "checkpoints" / "last.ckpt"
-    run_train("experiment=smoke", f"style.image={moved}", f"ckpt_path={last}", "trainer.max_steps=7",
+    run_train("experiment=smoke", f"style.starry.image={moved}", f"ckpt_path={last}", "trainer.max_steps=7",
               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
+
+
+# --- Several styles in one network ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("multi")
+    run_train("experiment=smoke", "style=[wave,starry,udnie]", f"hydra.run.dir={run_dir}",
+              cwd=tmp_path_factory.mktemp("cwd"))
+    return run_dir
+
+
+def test_several_styles_train_one_network_with_identity(multi_run: Path) -> None:
+    network, info = load_transformer(multi_run / "checkpoints" / "last.ckpt")
+    assert info.style_names == ["wave", "starry", "udnie"] and info.identity
+    assert [style["size"] for style in info.styles] == [64, 64, 64]
+    assert info.transformer == {"base_channels": 8, "residual_blocks": 1, "num_conditions": 4}
+    x = torch.rand(2, 3, 33, 35)
+    outputs = [network(x, torch.eye(4)[[k, k]]) for k in range(4)]
+    assert all(out.shape == x.shape for out in outputs)
+    assert min((a - b).abs().max() for i, a in enumerate(outputs) for b in outputs[i + 1:]) > 0, "conditions differ"
+
+
+def test_several_styles_log_per_style_costs_and_a_row_per_condition(multi_run: Path) -> None:
+    accumulator = events(multi_run)
+    scalars = set(accumulator.Tags()["scalars"])
+    for name in ("wave", "starry", "udnie"):
+        assert {f"train/style/{name}", f"train/content/{name}"} <= scalars
+    assert "train/content/identity" in scalars and "train/style/identity" not in scalars
+    assert {"style/wave", "style/starry", "style/udnie"} <= set(accumulator.Tags()["images"])
+    preview = accumulator.Images("preview")[-1]
+    # The photos, then one row per style and one for the identity: 5 rows of 32 px plus padding.
+    assert preview.height == 5 * 32 + 6 * 2 and preview.width == 2 * 32 + 3 * 2
+
+
+def test_resume_several_styles_and_refuse_another_list(multi_run: Path, tmp_path: Path) -> None:
+    start = multi_run / "checkpoints" / "step_000003.ckpt"
+    run_train("experiment=smoke", "style=[wave,starry,udnie]", f"ckpt_path={start}", "trainer.max_steps=7",
+              f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
+    result = run_train("experiment=smoke", "style=[starry,wave,udnie]", f"ckpt_path={start}",
+                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("trained for the styles ['wave@64', 'starry@64', 'udnie@64', 'identity'], but this run is configured "
+            "for ['starry@64', 'wave@64', 'udnie@64', 'identity']") in result.stderr
+
+
+def test_finetune_adds_a_style_and_trains_only_its_norm_rows(multi_run: Path, tmp_path: Path) -> None:
+    from nst_fast.config import asset_path
+
+    base = multi_run / "checkpoints" / "last.ckpt"
+    run_train("experiment=smoke", "style=[]", f"+style.monet.image={asset_path('styles/composition_vii.jpg')}",
+              f"finetune_from={base}", f"hydra.run.dir={tmp_path / 'tuned'}", cwd=tmp_path)
+    before, _ = load_transformer(base)
+    after, info = load_transformer(tmp_path / "tuned" / "checkpoints" / "last.ckpt")
+    assert info.condition_names == ["wave", "starry", "udnie", "monet", "identity"]
+    old, new = before.state_dict(), after.state_dict()
+    changed_rows = 0
+    for key, value in old.items():
+        if value.shape == new[key].shape:
+            assert torch.equal(value, new[key]), f"{key} is shared and frozen"
+        else:  # a conditional norm's table: the old rows kept, the new one (index 3) trained
+            assert torch.equal(value[:3], new[key][:3]) and torch.equal(value[3:], new[key][4:]), key
+            changed_rows += int(not torch.allclose(new[key][3], value[:3].mean(dim=0)))
+    assert changed_rows > 0, "the new style's scale and shift rows learn"
+    result = run_train("experiment=smoke", "style=[starry]", f"finetune_from={base}",
+                       f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "already has style(s) ['starry']" in result.stderr

@@ -1,6 +1,11 @@
 """Johnson et al. (2016) image-transformation network, with the usual improvements:
 instance normalisation (Ulyanov et al.), reflection padding, and nearest-neighbour upsampling followed
-by a convolution instead of transposed convolutions (no checkerboard artifacts)."""
+by a convolution instead of transposed convolutions (no checkerboard artifacts).
+
+With ``num_conditions > 1`` every instance norm is a conditional instance norm (Dumoulin, Shlens & Kudlur 2017,
+"A Learned Representation for Artistic Style"): one scale and shift per condition (a style, or the identity),
+the convolutions shared. ``forward(x, condition)`` takes mixing weights ``[B, num_conditions]`` per image, so
+one network switches, blends and doses styles by mixing their normalisation parameters."""
 
 from __future__ import annotations
 
@@ -35,13 +40,80 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         return super().forward(x)
 
 
-class ConvNormAct(nn.Sequential):
+class ConditionalInstanceNorm2d(nn.Module):
+    """Instance norm whose affine parameters are mixed per image from a table of ``num_conditions`` rows.
+
+    ``weight``, ``bias``: ``[num_conditions, C]`` (row ``k`` is condition ``k``'s scale and shift). For images
+    ``x [B, C, H, W]`` and mixing weights ``condition [B, num_conditions]``::
+
+        y[b, c] = (x[b, c] - mean) / sqrt(var + eps) * (condition[b] @ weight)[c] + (condition[b] @ bias)[c]
+
+    with the mean and (biased) variance over ``H, W`` of ``x[b, c]``. A one-hot row selects one condition; a
+    convex mix interpolates styles (Dumoulin et al. 2017). Computed in float32 and returned in ``x``'s dtype;
+    keeps the channels_last layout on the CPU like ``InstanceNorm2d``.
+    """
+
+    def __init__(self, num_features: int, num_conditions: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        if num_conditions < 2:
+            raise ValueError(f"a conditional instance norm needs >= 2 conditions, got {num_conditions}")
+        self.num_features = num_features
+        self.num_conditions = num_conditions
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_conditions, num_features))
+        self.bias = nn.Parameter(torch.zeros(num_conditions, num_features))
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if not tracing and (condition.dim() != 2 or condition.shape[1] != self.num_conditions):
+            raise ValueError(
+                f"condition weights must be [B, {self.num_conditions}], got {tuple(condition.shape)}"
+            )
+        # Statistics in float32 (a no-op for float32 input): half-precision variances lose precision or overflow.
+        wide = x.float()
+        if x.device.type == "cpu" and is_channels_last(x) and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            normalised = F.group_norm(wide, self.num_features, None, None, self.eps)
+        else:
+            normalised = F.instance_norm(wide, eps=self.eps)
+        # Mixed as a weighted sum, not a matmul, which autocast would run in half precision.
+        condition = condition.float().unsqueeze(2)
+        scale = (condition * self.weight.float()).sum(dim=1)[:, :, None, None]
+        shift = (condition * self.bias.float()).sum(dim=1)[:, :, None, None]
+        return torch.addcmul(shift, normalised, scale).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_conditions={self.num_conditions}, eps={self.eps}"
+
+
+def _takes_condition(layer: nn.Module) -> bool:
+    """Whether ``layer.forward`` takes the condition weights as its second argument."""
+    return isinstance(layer, (ConditionalInstanceNorm2d, ConditionalSequential, ResidualBlock))
+
+
+class ConditionalSequential(nn.Sequential):
+    """``nn.Sequential`` that hands the condition weights (or ``None``) to the layers that take them."""
+
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, condition) if _takes_condition(layer) else layer(x)
+        return x
+
+
+def instance_norm(channels: int, num_conditions: int) -> nn.Module:
+    """The network's normalisation layer: ``InstanceNorm2d`` (affine) for one condition, else conditional."""
+    if num_conditions == 1:
+        return InstanceNorm2d(channels, affine=True)
+    return ConditionalInstanceNorm2d(channels, num_conditions)
+
+
+class ConvNormAct(ConditionalSequential):
     """Reflection pad -> conv -> instance norm -> optional ReLU; ``upsample`` doubles H, W first (nearest),
-    computed at low resolution by ``UpsampleConv2d`` (3x3 stride-1 only)."""
+    computed at low resolution by ``UpsampleConv2d`` (3x3 stride-1 only). ``num_conditions > 1``: the norm is
+    conditional (``forward(x, condition)``)."""
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *, relu: bool = True,
-        upsample: bool = False,
+        upsample: bool = False, num_conditions: int = 1,
     ) -> None:
         if upsample:
             if kernel_size != 3 or stride != 1:
@@ -49,7 +121,7 @@ class ConvNormAct(nn.Sequential):
             layers: list[nn.Module] = [UpsampleConv2d(in_channels, out_channels)]
         else:
             layers = [nn.ReflectionPad2d(kernel_size // 2), nn.Conv2d(in_channels, out_channels, kernel_size, stride)]
-        layers.append(InstanceNorm2d(out_channels, affine=True))
+        layers.append(instance_norm(out_channels, num_conditions))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
@@ -58,14 +130,15 @@ class ConvNormAct(nn.Sequential):
 class ResidualBlock(nn.Module):
     """Two 3x3 conv + instance-norm layers with an identity shortcut (He et al.)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, num_conditions: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            ConvNormAct(channels, channels, 3), ConvNormAct(channels, channels, 3, relu=False)
+        self.body = ConditionalSequential(
+            ConvNormAct(channels, channels, 3, num_conditions=num_conditions),
+            ConvNormAct(channels, channels, 3, relu=False, num_conditions=num_conditions),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        return x + self.body(x, condition)
 
 
 #: Decoder state-dict names in checkpoints written before the sub-pixel layers (when Upsample, ReflectionPad2d(1)
@@ -94,33 +167,73 @@ class TransformerNet(nn.Module):
     channels, sigmoid. The upsampling stages and the last conv are computed in exact sub-pixel forms
     (``nst_fast.models.subpixel``). Any ``H, W >= 5`` works: the input is reflect-padded to a multiple of 4 and the output
     cropped back, with no Python-side shape branches, so ``torch.onnx.export(dynamo=True)`` keeps H and W dynamic.
+
+    ``num_conditions``: 1 (one style: plain instance norms, ``forward(x)``) or more (conditional instance norms,
+    ``forward(x, condition)`` with mixing weights ``[B, num_conditions]``; the meaning of each condition, styles
+    and identity, is kept by the training checkpoint).
     """
 
-    def __init__(self, base_channels: int = 32, residual_blocks: int = 5) -> None:
+    def __init__(self, base_channels: int = 32, residual_blocks: int = 5, num_conditions: int = 1) -> None:
         super().__init__()
-        if base_channels < 1 or residual_blocks < 0:
+        if base_channels < 1 or residual_blocks < 0 or num_conditions < 1:
             raise ConfigError(
-                f"base_channels must be >= 1 and residual_blocks >= 0, got {base_channels} and {residual_blocks}"
+                f"base_channels and num_conditions must be >= 1 and residual_blocks >= 0, got {base_channels}, "
+                f"{num_conditions} and {residual_blocks}"
             )
         self.config = {"base_channels": base_channels, "residual_blocks": residual_blocks}
+        if num_conditions > 1:
+            self.config["num_conditions"] = num_conditions
+        self.num_conditions = num_conditions
         c1, c2, c3 = base_channels, 2 * base_channels, 4 * base_channels
-        self.encoder = nn.Sequential(ConvNormAct(3, c1, 9), ConvNormAct(c1, c2, 3, 2), ConvNormAct(c2, c3, 3, 2))
-        self.residuals = nn.Sequential(*(ResidualBlock(c3) for _ in range(residual_blocks)))
-        self.decoder = nn.Sequential(
-            ConvNormAct(c3, c2, 3, upsample=True),
-            ConvNormAct(c2, c1, 3, upsample=True),
+        k = num_conditions
+        self.encoder = ConditionalSequential(
+            ConvNormAct(3, c1, 9, num_conditions=k), ConvNormAct(c1, c2, 3, 2, num_conditions=k),
+            ConvNormAct(c2, c3, 3, 2, num_conditions=k),
+        )
+        self.residuals = ConditionalSequential(*(ResidualBlock(c3, k) for _ in range(residual_blocks)))
+        self.decoder = ConditionalSequential(
+            ConvNormAct(c3, c2, 3, upsample=True, num_conditions=k),
+            ConvNormAct(c2, c1, 3, upsample=True, num_conditions=k),
             SpaceToDepthConv2d(c1, 3, 9),
         )
         self._register_load_state_dict_pre_hook(_rename_plain_decoder_keys)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        if not torch.compiler.is_compiling() and (x.dim() != 4 or x.shape[1] != 3 or min(height, width) < MIN_INPUT_SIZE):
-            raise ValueError(
-                f"TransformerNet expects RGB images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {tuple(x.shape)}"
-            )
+        if not torch.compiler.is_compiling():
+            if x.dim() != 4 or x.shape[1] != 3 or min(height, width) < MIN_INPUT_SIZE:
+                raise ValueError(
+                    f"TransformerNet expects RGB images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {tuple(x.shape)}"
+                )
+            if (condition is None) != (self.num_conditions == 1):
+                raise ValueError(
+                    f"this TransformerNet has {self.num_conditions} condition(s): pass condition weights "
+                    f"[B, {self.num_conditions}] exactly when there are more than one"
+                )
         pad_bottom = (SIZE_MULTIPLE - height % SIZE_MULTIPLE) % SIZE_MULTIPLE
         pad_right = (SIZE_MULTIPLE - width % SIZE_MULTIPLE) % SIZE_MULTIPLE
         x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
-        y = self.decoder(self.residuals(self.encoder(x)))
+        y = self.decoder(self.residuals(self.encoder(x, condition), condition), condition)
         return torch.sigmoid(y[:, :, :height, :width])
+
+
+def add_conditions(network: TransformerNet, count: int, position: int) -> TransformerNet:
+    """A copy of ``network`` with ``count`` new conditions inserted at ``position`` (after its styles, before an
+    identity condition), for fine-tuning new styles into a trained network. The convolutions are copied; each
+    norm's new rows start at the mean of its rows ``[0, position)`` (the trained styles: a generic style, a
+    better start than the identity or the initial 1/0), the existing rows are kept.
+    """
+    if count < 1 or not 1 <= position <= network.num_conditions:
+        raise ValueError(f"add {count} >= 1 conditions at position 1..{network.num_conditions}, got {position}")
+    config = {key: value for key, value in network.config.items() if key != "num_conditions"}
+    extended = TransformerNet(**config, num_conditions=network.num_conditions + count)
+    state = {}
+    for key, value in network.state_dict().items():
+        target = extended.state_dict()[key]
+        if value.shape != target.shape:  # a norm's scale or shift: [C] or [K, C] -> [K + count, C]
+            table = value.reshape(network.num_conditions, -1)
+            new_rows = table[:position].mean(dim=0, keepdim=True).expand(count, -1)
+            value = torch.cat([table[:position], new_rows, table[position:]])
+        state[key] = value
+    extended.load_state_dict(state)
+    return extended

@@ -110,3 +110,121 @@ def test_output_keeps_the_input_layout(net: TransformerNet, layout: torch.memory
     with torch.no_grad():
         y = net(x)
     assert y.is_contiguous(memory_format=layout)
+
+
+# --- Conditional instance normalisation -------------------------------------------------------------------------
+
+from nst_fast.models.transformer import ConditionalInstanceNorm2d, add_conditions  # noqa: E402
+
+
+def hand_conditional_norm(x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                          eps: float = 1e-5) -> torch.Tensor:
+    """Per image and channel, in loops: (x - mean) / sqrt(var + eps) * sum_k w_k scale_k + sum_k w_k shift_k."""
+    out = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane = x[b, c].double()
+            mean = plane.sum() / plane.numel()
+            var = ((plane - mean) ** 2).sum() / plane.numel()
+            gamma = sum(float(weights[b, k]) * float(scale[k, c]) for k in range(weights.shape[1]))
+            beta = sum(float(weights[b, k]) * float(shift[k, c]) for k in range(weights.shape[1]))
+            out[b, c] = ((plane - mean) / torch.sqrt(var + eps) * gamma + beta).to(x.dtype)
+    return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conditional_norm_matches_a_hand_computation(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    norm = ConditionalInstanceNorm2d(5, num_conditions=3)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 5, 7, 6) * 3 + 1
+    weights = torch.tensor([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = norm(x, weights)
+    torch.testing.assert_close(got, hand_conditional_norm(x, weights, norm.weight.detach(), norm.bias.detach()),
+                               rtol=1e-5, atol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_one_hot_condition_is_a_plain_instance_norm_with_that_row() -> None:
+    torch.manual_seed(1)
+    norm = ConditionalInstanceNorm2d(4, num_conditions=3)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    plain = nn.InstanceNorm2d(4, affine=True)
+    with torch.no_grad():
+        plain.weight.copy_(norm.weight[2])
+        plain.bias.copy_(norm.bias[2])
+    x = torch.randn(3, 4, 9, 8)
+    torch.testing.assert_close(norm(x, torch.eye(3)[[2, 2, 2]]), plain(x))
+
+
+def conditional_network(conditions: int = 3, seed: int = 0) -> TransformerNet:
+    torch.manual_seed(seed)
+    network = TransformerNet(8, 1, num_conditions=conditions)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, ConditionalInstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return network.eval()
+
+
+def test_blending_mixes_the_norm_parameters() -> None:
+    # The network at weights w equals a one-condition network whose norms hold sum_k w_k (scale_k, shift_k).
+    network = conditional_network()
+    weights = torch.tensor([0.5, 0.2, 0.3])
+    mixed = TransformerNet(8, 1).eval()
+    state = {key: (weights[:, None] * value).sum(0) if value.dim() == 2 and value.shape[0] == 3 else value
+             for key, value in network.state_dict().items()}
+    mixed.load_state_dict(state)
+    x = torch.rand(2, 3, 21, 18)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x, weights.expand(2, -1)), mixed(x), rtol=1e-5, atol=1e-5)
+
+
+def test_each_image_of_a_batch_takes_its_own_condition() -> None:
+    network = conditional_network()
+    x = torch.rand(2, 3, 16, 20)
+    rows = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.4, 0.6]])
+    with torch.no_grad():
+        together = network(x, rows)
+        apart = torch.cat([network(x[:1], rows[:1]), network(x[1:], rows[1:])])
+    torch.testing.assert_close(together, apart)
+
+
+def test_single_condition_network_is_unchanged() -> None:
+    network = TransformerNet(8, 1)
+    assert network.config == {"base_channels": 8, "residual_blocks": 1}
+    assert not any(isinstance(m, ConditionalInstanceNorm2d) for m in network.modules())
+    assert all(v.dim() == 1 for k, v in network.state_dict().items() if k.endswith(".2.weight") and "decoder.2" not in k)
+    with pytest.raises(ValueError, match="1 condition"):
+        network(torch.rand(1, 3, 8, 8), torch.ones(1, 1))
+
+
+def test_conditional_network_needs_weights_of_the_right_shape() -> None:
+    network = conditional_network()
+    assert network.config == {"base_channels": 8, "residual_blocks": 1, "num_conditions": 3}
+    with pytest.raises(ValueError, match=r"pass condition weights \[B, 3\]"):
+        network(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"condition weights must be \[B, 3\]"):
+        network(torch.rand(1, 3, 8, 8), torch.ones(1, 2))
+
+
+def test_add_conditions_keeps_the_old_ones_and_starts_new_ones_at_the_styles_mean() -> None:
+    network = conditional_network(3)  # two styles and the identity
+    extended = add_conditions(network, count=2, position=2)
+    assert extended.num_conditions == 5
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        for old, new in ((0, 0), (1, 1), (2, 4)):
+            torch.testing.assert_close(extended(x, torch.eye(5)[[new]]), network(x, torch.eye(3)[[old]]))
+        mean_of_styles = network(x, torch.tensor([[0.5, 0.5, 0.0]]))
+        torch.testing.assert_close(extended(x, torch.eye(5)[[2]]), mean_of_styles)
+        torch.testing.assert_close(extended(x, torch.eye(5)[[3]]), mean_of_styles)
+    single = add_conditions(TransformerNet(8, 1).eval(), count=1, position=1)
+    assert single.num_conditions == 2
