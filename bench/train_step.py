@@ -35,7 +35,10 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 #: Variant flags after the precision: "32-true+channels_last+compile". ``plain_layers`` runs the transformation
 #: network with the plain layers its sub-pixel layers compute (``common.plain_layers``); ``fused_adam`` is an
 #: EXPERIMENT that prototypes a package change (see bench/README.md); it does not exist in nst_fast.
-FLAGS = ("channels_last", "plain_layers", "compile", "fused_adam")
+#: ``five_styles`` trains the five bundled styles and the identity in one network (conditional instance norms,
+#: each sample its own style target, conditions round-robin as in training).
+FLAGS = ("channels_last", "plain_layers", "compile", "fused_adam", "five_styles")
+FIVE_STYLES = "[starry,wave,scream,composition_vii,udnie]"
 
 
 def parse_variant(spec: str) -> tuple[str, frozenset[str]]:
@@ -89,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def compose_config(
-    size: int, batch: int, precision: str, channels_last: bool, vgg_weights: str, style_size: int, loss: str = "vgg16"
+    size: int, batch: int, precision: str, channels_last: bool, vgg_weights: str, style_size: int, loss: str = "vgg16",
+    style: str = "starry",
 ):
     from hydra import compose, initialize_config_dir
 
@@ -99,6 +103,7 @@ def compose_config(
     overrides = [
         f"loss={loss}", f"data.image_size={size}", f"data.batch_size={batch}", f"loss.weights={vgg_weights}",
         f"style_size={style_size}", f"channels_last={str(channels_last).lower()}", f"trainer.precision={precision}",
+        f"style={style}",
     ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
@@ -126,14 +131,17 @@ class OurStep:
         else:
             self.optimizer = module.configure_optimizers()
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+        self.steps_done = 0
         if "compile" in flags:
             self.module.compile_networks = True
             self.module.configure_model()  # what Lightning calls when fitting starts (config: compile=true)
 
     def step(self, x: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
+        conditions = self.module.batch_conditions(x.shape[0], self.steps_done)  # as training_step assigns them
+        self.steps_done += 1
         with autocast_for(self.precision, self.device):
-            costs = self.module.compute_costs(x)
+            costs = self.module.compute_costs(x, conditions)
         finite = bool(torch.isfinite(costs.total).item())  # as training_step does
         if not finite:
             return float("nan")
@@ -152,10 +160,12 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
     from nst_fast.train import build_module
 
     channels_last = "channels_last" in flags
-    cfg = compose_config(args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size, args.loss)
+    style = FIVE_STYLES if "five_styles" in flags else "starry"
+    cfg = compose_config(args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size, args.loss,
+                         style)
     torch.manual_seed(args.seed)
     module = build_module(cfg)
-    if base is not None:
+    if base is not None and "five_styles" not in flags:  # another network: its own init
         # Parameters in module order: the same whether either network has its plain layers or not.
         ours, theirs = list(module.transformer.parameters()), list(base.transformer.parameters())
         assert [p.shape for p in ours] == [p.shape for p in theirs]

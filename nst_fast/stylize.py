@@ -148,7 +148,7 @@ def parse_style_weights(model: StyleModel, style: str | None, strength: float | 
             f"--strength needs a model trained with the identity condition; this one has the styles {names} only"
         )
     if strength is not None and not 0.0 <= strength <= 1.0:
-        raise StylizeError(f"--strength {strength:g} is out of range: it must be in [0, 1]")
+        raise StylizeError(f"--strength {strength:g} is out of range: it must be in [0, 1] (styles: {names})")
     weights = np.zeros(len(model.styles), dtype=np.float32)
     if style is None:
         if len(model.styles) != 1:

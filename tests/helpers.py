@@ -45,13 +45,16 @@ def compose_train_config(*overrides: str):
         return compose(config_name="train", overrides=list(overrides))
 
 
-def small_network(seed: int = 0) -> TransformerNet:
-    """TransformerNet(8, 1) with random instance-norm affine parameters too (they start at 1 and 0)."""
+def small_network(seed: int = 0, num_conditions: int = 1) -> TransformerNet:
+    """TransformerNet(8, 1) with random instance-norm affine parameters too (they start at 1 and 0); with
+    ``num_conditions > 1`` every condition's row is random, so the conditions differ."""
+    from nst_fast.models.transformer import ConditionalInstanceNorm2d
+
     torch.manual_seed(seed)
-    network = TransformerNet(8, 1)
+    network = TransformerNet(8, 1, num_conditions=num_conditions)
     with torch.no_grad():
         for module in network.modules():
-            if isinstance(module, torch.nn.InstanceNorm2d):
+            if isinstance(module, (torch.nn.InstanceNorm2d, ConditionalInstanceNorm2d)):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.3, 0.3)
     return network.eval()

@@ -232,3 +232,119 @@ def test_cli_errors_are_one_line(tmp_path, args, message) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Multi-style networks: a second input, style_weights -------------------------------------------------------
+
+MULTI_STYLES = [{"name": n, "image": f"/data/styles/{n}.jpg", "size": 256} for n in ("starry", "wave", "udnie")]
+
+
+def multi_network(seed: int = 0) -> TransformerNet:
+    """Three styles and the identity, with distinct random norm rows."""
+    return small_network(seed, num_conditions=4)
+
+
+def save_multi_checkpoint(path: Path, network: TransformerNet) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"transformer.{k}": v for k, v in network.state_dict().items()}
+    torch.save({"state_dict": state, "global_step": 9,
+                "nst_fast": checkpoint_metadata(network, MULTI_STYLES, identity=True)}, path)
+    return path
+
+
+def eager_weighted(network: TransformerNet, x: np.ndarray, style_weights: np.ndarray) -> np.ndarray:
+    """The network with the identity taking 1 - sum of the style weights."""
+    w = torch.from_numpy(style_weights)
+    condition = torch.cat([w, 1 - w.sum(1, keepdim=True)], 1)
+    with torch.no_grad():
+        return network(torch.from_numpy(x), condition).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported_multi(tmp_path_factory):
+    run = tmp_path_factory.mktemp("multi")
+    network = multi_network()
+    ckpt = save_multi_checkpoint(run / "checkpoints" / "last.ckpt", network)
+    lines: list[str] = []
+    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, log=lines.append)
+    return run, network, result, lines
+
+
+def test_multi_style_export_takes_style_weights_per_image(exported_multi) -> None:
+    run, network, result, lines = exported_multi
+    path = result.file("onnx")
+    assert path.name == "starry+wave+udnie.onnx" and len(result.files) == 4
+    model = onnx.load(str(path))
+    image, weights = model.graph.input
+    assert (image.name, weights.name) == ("image", "style_weights")
+    dims = [d.dim_param or d.dim_value for d in weights.type.tensor_type.shape.dim]
+    assert dims[1] == 3 and isinstance(dims[0], str) and dims[0] == image.type.tensor_type.shape.dim[0].dim_param
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["nst_fast.styles"]) == ["starry", "wave", "udnie"] and meta["nst_fast.identity"] == "true"
+    assert json.loads(meta["nst_fast.style_images"]) == [s["image"] for s in MULTI_STYLES]
+    assert "style_weights: float32 [N, S]" in meta["nst_fast.input"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(5).random((4, 3, 29, 38), dtype=np.float32)
+    rows = np.array([[1, 0, 0], [0.3, 0.7, 0], [0, 0, 0.4], [0, 0, 0]], dtype=np.float32)  # style, blend, dose, photo
+    (y,) = session.run(None, {"image": x, "style_weights": rows})
+    np.testing.assert_allclose(y, eager_weighted(network, x, rows), atol=1e-4, rtol=0)
+    assert np.abs(y[0] - y[1]).max() > 1e-3 and np.abs(y[2] - y[3]).max() > 1e-3
+
+
+def test_multi_style_uint8_fp16_and_torchscript_take_the_weights(exported_multi) -> None:
+    _, network, result, _ = exported_multi
+    image = np.random.default_rng(6).integers(0, 256, (31, 26, 3), dtype=np.uint8)
+    weights = np.array([0.2, 0.0, 0.5], dtype=np.float32)
+    session = ort.InferenceSession(str(result.file("onnx_uint8")), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"image": image, "style_weights": weights})
+    x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    want = np.clip(np.round(eager_weighted(network, x, weights[None])[0].transpose(1, 2, 0) * 255), 0, 255)
+    assert y.dtype == np.uint8 and np.abs(y.astype(int) - want).max() <= 1
+    session = ort.InferenceSession(str(result.file("onnx_fp16")), providers=["CPUExecutionProvider"])
+    (y16,) = session.run(None, {"image": x, "style_weights": weights[None]})
+    assert np.abs(y16 - eager_weighted(network, x, weights[None])).max() < 1e-2
+    traced = torch.jit.load(str(result.file("torchscript")))
+    with torch.no_grad():
+        out = traced(torch.from_numpy(x), torch.from_numpy(weights[None])).numpy()
+    np.testing.assert_allclose(out, eager_weighted(network, x, weights[None]), atol=1e-5, rtol=0)
+
+
+def test_verification_checks_blends_and_strength(tmp_path, monkeypatch) -> None:
+    # A graph that is right for one-hot weights but ignores everything else (it snaps to the largest weight)
+    # must be refused: the verification runs blends and reduced strengths, not only the styles themselves.
+    from nst_fast import export as export_module
+
+    ckpt = save_multi_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", multi_network(2))
+
+    class Snapping(torch.nn.Module):
+        def __init__(self, network: torch.nn.Module, identity: bool) -> None:
+            super().__init__()
+            self.inner = export_module.StyleWeightsInput(network, identity)
+
+        def forward(self, image, style_weights):
+            full = torch.cat([style_weights, 1 - style_weights.sum(1, keepdim=True)], 1)
+            snapped = torch.nn.functional.one_hot(full.argmax(1), full.shape[1]).float()
+            return self.inner.network(image, snapped)
+
+    original = export_module.exported_interface
+    calls = {"n": 0}
+
+    def wrong_in_the_file(network, info):
+        calls["n"] += 1
+        return Snapping(network, info.identity) if calls["n"] > 1 else original(network, info)  # 1st: reference
+
+    monkeypatch.setattr(export_module, "exported_interface", wrong_in_the_file)
+    with pytest.raises(ExportError, match=r"starry\+wave\+udnie.onnx: verification failed"):
+        export_checkpoint(ckpt, torchscript=False, log=lambda _: None)
+
+
+def test_verification_weights_cover_styles_blends_and_doses() -> None:
+    from nst_fast.checkpoint import CheckpointInfo
+    from nst_fast.export import verification_weights
+
+    info = CheckpointInfo(transformer={"num_conditions": 4}, styles=MULTI_STYLES, identity=True)
+    cases = [tuple(c.tolist()) for c in verification_weights(info)]
+    assert {(1, 0, 0), (0, 1, 0), (0, 0, 1)} <= set(cases)
+    assert any(0 < max(c) < 1 and abs(sum(c) - 1) < 1e-6 for c in cases), "a blend"
+    assert any(0 < sum(c) < 1 for c in cases) and (0, 0, 0) in cases, "reduced and zero strength"
+    assert verification_weights(CheckpointInfo(transformer={}, styles=MULTI_STYLES[:1])) == [None]

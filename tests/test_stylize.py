@@ -408,3 +408,83 @@ def test_video_audio_reencoded_when_container_cannot_hold_it(models, tmp_path, c
         assert container.streams.audio[0].codec_context.name in ("opus", "vorbis")
         frames = [f for f in container.decode(video=0)]
     assert len(frames) == 4 and (frames[0].width, frames[0].height) == (32, 24)
+
+
+# --- Multi-style models: --style, --strength, --list-styles -----------------------------------------------------
+
+MULTI_STYLES = [{"name": n, "image": f"/data/styles/{n}.jpg", "size": 256} for n in ("starry", "wave", "udnie")]
+
+
+@pytest.fixture(scope="module")
+def multi_models(tmp_path_factory):
+    """Three styles and the identity: checkpoint, ONNX (float and uint8) and TorchScript."""
+    root = tmp_path_factory.mktemp("multi")
+    network = small_network(3, num_conditions=4)
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 3,
+                "nst_fast": checkpoint_metadata(network, MULTI_STYLES, identity=True)}, ckpt)
+    result = export_checkpoint(ckpt, uint8=True, torchscript=True, log=lambda _: None)
+    return {"network": network, "ckpt": ckpt, "onnx": result.file("onnx"), "uint8": result.file("onnx_uint8"),
+            "torchscript": result.file("torchscript")}
+
+
+def expected_weighted(network: TransformerNet, rgb: np.ndarray, style_weights: list[float]) -> np.ndarray:
+    """The eager network with the given style weights (identity 1 - sum), as uint8."""
+    w = torch.tensor([style_weights + [1 - sum(style_weights)]])
+    x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        y = network(x, w)[0].permute(1, 2, 0).numpy()
+    return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "uint8", "torchscript", "ckpt"])
+@pytest.mark.parametrize(("options", "weights"), [
+    (["--style", "wave"], [0.0, 1.0, 0.0]),
+    (["--style", "starry=0.6,udnie=0.4"], [0.6, 0.0, 0.4]),
+    (["--style", "udnie", "--strength", "0.3"], [0.0, 0.0, 0.3]),
+    (["--style", "starry=0.5,wave=0.5", "--strength", "0"], [0.0, 0.0, 0.0]),
+])
+def test_styles_blends_and_strength(multi_models, tmp_path, capsys, kind, options, weights) -> None:
+    rgb = pattern(23, 31, seed=4)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    status, err = run(["--model", multi_models[kind], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys)
+    assert status == 0, err
+    got = np.asarray(Image.open(tmp_path / "out.png"))
+    assert max_level_diff(got, expected_weighted(multi_models["network"], rgb, weights)) <= 1
+
+
+def test_list_styles(multi_models, models, capsys) -> None:
+    assert main(["--model", str(multi_models["onnx"]), "--list-styles"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:3] == ["starry", "wave", "udnie"] and "identity" in out
+    assert main(["--model", str(models["onnx"]), "--list-styles"]) == 0
+    assert capsys.readouterr().out.strip() == "wave"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ([], "this model has 3 styles: choose with --style"),
+    (["--style", "monet"], "unknown style 'monet'; this model has: starry, wave, udnie"),
+    (["--style", "wave=-0.2"], "weight -0.2 of 'wave' must be >= 0"),
+    (["--style", "wave=0.7,udnie=0.6"], "weights sum to 1.3 > 1"),
+    (["--style", "wave=x"], "weight 'x' of 'wave' is not a number"),
+    (["--style", "wave", "--strength", "1.5"], "--strength 1.5 is out of range"),
+])
+def test_bad_style_choices_are_usage_errors(multi_models, tmp_path, capsys, options, message) -> None:
+    Image.fromarray(pattern(16, 16)).save(tmp_path / "in.png")
+    status, err = run(["--model", multi_models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys)
+    assert status == 2 and message in err and "starry, wave, udnie" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--style", "starry"], "unknown style 'starry'; this model has: wave"),
+    (["--strength", "0.5"], "--strength needs a model trained with the identity condition"),
+])
+def test_single_style_models_refuse_other_styles_and_strength(models, tmp_path, capsys, options, message) -> None:
+    Image.fromarray(pattern(16, 16)).save(tmp_path / "in.png")
+    status, err = run(["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys)
+    assert status == 2 and message in err
+    status, err = run(["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", "--style", "wave"],
+                      capsys)
+    assert status == 0, err

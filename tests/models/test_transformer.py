@@ -2,7 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import small_network
+
 from nst_fast.models import TransformerNet
+from nst_fast.models.transformer import ConditionalInstanceNorm2d, add_conditions
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,6 @@ def test_output_keeps_the_input_layout(net: TransformerNet, layout: torch.memory
 
 # --- Conditional instance normalisation -------------------------------------------------------------------------
 
-from nst_fast.models.transformer import ConditionalInstanceNorm2d, add_conditions  # noqa: E402
 
 
 def hand_conditional_norm(x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
@@ -163,20 +165,9 @@ def test_one_hot_condition_is_a_plain_instance_norm_with_that_row() -> None:
     torch.testing.assert_close(norm(x, torch.eye(3)[[2, 2, 2]]), plain(x))
 
 
-def conditional_network(conditions: int = 3, seed: int = 0) -> TransformerNet:
-    torch.manual_seed(seed)
-    network = TransformerNet(8, 1, num_conditions=conditions)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, ConditionalInstanceNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-    return network.eval()
-
-
 def test_blending_mixes_the_norm_parameters() -> None:
     # The network at weights w equals a one-condition network whose norms hold sum_k w_k (scale_k, shift_k).
-    network = conditional_network()
+    network = small_network(num_conditions=3)
     weights = torch.tensor([0.5, 0.2, 0.3])
     mixed = TransformerNet(8, 1).eval()
     state = {key: (weights[:, None] * value).sum(0) if value.dim() == 2 and value.shape[0] == 3 else value
@@ -188,7 +179,7 @@ def test_blending_mixes_the_norm_parameters() -> None:
 
 
 def test_each_image_of_a_batch_takes_its_own_condition() -> None:
-    network = conditional_network()
+    network = small_network(num_conditions=3)
     x = torch.rand(2, 3, 16, 20)
     rows = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.4, 0.6]])
     with torch.no_grad():
@@ -207,7 +198,7 @@ def test_single_condition_network_is_unchanged() -> None:
 
 
 def test_conditional_network_needs_weights_of_the_right_shape() -> None:
-    network = conditional_network()
+    network = small_network(num_conditions=3)
     assert network.config == {"base_channels": 8, "residual_blocks": 1, "num_conditions": 3}
     with pytest.raises(ValueError, match=r"pass condition weights \[B, 3\]"):
         network(torch.rand(1, 3, 8, 8))
@@ -216,7 +207,7 @@ def test_conditional_network_needs_weights_of_the_right_shape() -> None:
 
 
 def test_add_conditions_keeps_the_old_ones_and_starts_new_ones_at_the_styles_mean() -> None:
-    network = conditional_network(3)  # two styles and the identity
+    network = small_network(num_conditions=3)  # two styles and the identity
     extended = add_conditions(network, count=2, position=2)
     assert extended.num_conditions == 5
     x = torch.rand(1, 3, 16, 16)
