@@ -132,6 +132,28 @@ class Uint8Transformer(nn.Module):
         return (y * 255.0).round().clamp(0.0, 255.0).to(torch.uint8)[0].permute(1, 2, 0)
 
 
+@torch.jit.script_if_tracing
+def _checked_size(x: Tensor, minimum: int) -> Tensor:
+    """``x`` if it is ``[B, 3, H, W]`` with ``H, W >= minimum``; scripted when traced, so that the check stays
+    in a traced graph instead of being evaluated once at the traced example's size."""
+    if x.dim() != 4 or x.size(1) != 3 or x.size(2) < minimum or x.size(3) < minimum:
+        raise ValueError(
+            "TransformerNet expects RGB images [B, 3, H, W] with H, W >= " + str(minimum) + ", got " + str(x.size())
+        )
+    return x
+
+
+class SizeCheckedTransformer(nn.Module):
+    """The network behind the input check that ``torch.jit.trace`` would otherwise freeze at the example's size."""
+
+    def __init__(self, network: TransformerNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.network(_checked_size(image, MIN_INPUT_SIZE))
+
+
 # --- Writing ------------------------------------------------------------------------------------------------------
 
 
@@ -190,10 +212,11 @@ def export_onnx_uint8(network: TransformerNet, path: Path, info: CheckpointInfo,
 
 def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo) -> None:
     """``torch.jit.trace`` at a size that needs padding (the pad is computed from the traced input's shape,
-    so other sizes work too; verification checks it), saved with the metadata as an extra file."""
+    so other sizes work too; verification checks it), behind the size check (``SizeCheckedTransformer``),
+    saved with the metadata as an extra file."""
     example = torch.rand(1, 3, 66, 94)
     with torch.no_grad():
-        traced = torch.jit.trace(network, example)
+        traced = torch.jit.trace(SizeCheckedTransformer(network), example)
     metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp32")
     torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(metadata)})
 
@@ -368,13 +391,8 @@ def export_checkpoint(
 
         for kind, filename, write, check in steps:
             path = staging / filename
-            try:
-                write(path)
-            except ExportError:
-                raise
-            except Exception as error:  # exporter failures are unexpected; keep the cause in one line
-                raise ExportError(f"{filename}: export failed ({type(error).__name__}: {first_line(error)})") from error
-            diff, tol, shapes = check(path)
+            _one_line_errors(f"{filename}: export failed", write, path)
+            diff, tol, shapes = _one_line_errors(f"{filename}: verification crashed", check, path)
             shown = ", ".join("x".join(map(str, s)) for s in shapes)
             log(f"  {filename}: OK, max |diff| to eager {diff:.2e} (tolerance {tol:g}) at {shown}")
             result.files.append(ExportedFile(out_dir / filename, kind, diff, tol, shapes))
@@ -394,6 +412,17 @@ def export_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     log(f"export: wrote {len(result.files)} verified file(s) to {out_dir}")
     return result
+
+
+def _one_line_errors(what: str, action: Callable[[Path], Any], path: Path) -> Any:
+    """``action(path)``; any crash in it (exporter, ONNX checker, ONNX Runtime, ``torch.jit.load``, a file system
+    error) becomes an ``ExportError`` that says ``what`` failed and names the cause on one line."""
+    try:
+        return action(path)
+    except ExportError:
+        raise
+    except Exception as error:
+        raise ExportError(f"{what} ({type(error).__name__}: {first_line(error)})") from error
 
 
 def _first_missing(path: Path) -> Path | None:
