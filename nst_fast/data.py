@@ -182,17 +182,22 @@ class ContentDataModule(pl.LightningDataModule):
             f"data.root={str(self.root)!r}: none of its {len(self.files)} image files is readable, e.g. {failures[0]}"
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        if not self.files:
-            self.check()
-        self.train_set = ContentImages(self.files, self.image_size, self.samples_per_epoch, self.max_pixels)
-        devices = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) < self.batch_size * devices:
+    def check_batches(self, devices: int) -> None:
+        """Raise ``ConfigError`` when an epoch cannot fill one batch on each of ``devices`` (needs ``check()``
+        first; cheap, so that training can check it before the loss network loads)."""
+        samples = max(len(self.files), self.samples_per_epoch or 0)
+        if samples < self.batch_size * devices:
             raise ConfigError(
-                f"data.root={str(self.root)!r}: {len(self.train_set)} samples per epoch cannot fill one batch of "
+                f"data.root={str(self.root)!r}: {samples} samples per epoch cannot fill one batch of "
                 f"data.batch_size={self.batch_size} on each of {devices} device(s); set "
                 f"data.samples_per_epoch={self.batch_size * devices} or more (files then repeat)"
             )
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.files:
+            self.check()
+        self.check_batches(self.trainer.world_size if self.trainer is not None else 1)
+        self.train_set = ContentImages(self.files, self.image_size, self.samples_per_epoch, self.max_pixels)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches (Lightning swaps in a distributed sampler under DDP, so ranks get different photos).

@@ -2,6 +2,13 @@
 without a traceback; anything else is a bug and keeps its traceback."""
 
 
+#: Exit statuses of ``train.py``, ``export.py`` and ``nst-stylize``, one meaning each (README, "Exit status").
+#: 0: done. 128 + N: stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+EXIT_FAILED = 1  # the work ran and failed: an export that did not verify, inputs not stylised, a crash (traceback)
+EXIT_USAGE = 2  # nothing was done: a mistake in the command line or config, or a named input that is unusable
+EXIT_NONFINITE = 3  # training stopped because the loss was NaN/inf too many steps in a row (checkpoints kept)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for one-line reports."""
     text = str(error).strip()

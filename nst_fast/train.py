@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ class TrainResult:
     last_checkpoint: Path | None
     global_step: int
     interrupted_by: int | None
+    stopped_at_once: bool = False
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -68,13 +72,14 @@ def style_info(cfg: DictConfig) -> dict[str, Any]:
     return {"name": cfg.style.name, "image": str(cfg.style.image), "size": int(cfg.style.size)}
 
 
-def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
+def check_resume(ckpt_path: str, cfg: DictConfig) -> dict[str, Any]:
     """Refuse to resume from a checkpoint that is not ours, or that was trained for another style or network:
-    its style Grams and weights would silently override the config."""
+    its style Grams and weights would silently override the config. Returns the checkpoint, read once."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
-    meta = read_checkpoint(path)[CHECKPOINT_KEY]
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint[CHECKPOINT_KEY]
     # The style image's path may differ (another checkout or machine): name and size identify the style.
     style = meta.get("style", {})
     wanted = {
@@ -89,6 +94,7 @@ def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
                 f"ckpt_path={ckpt_path!r} was trained with {key} {found}, but this run is configured for "
                 f"{configured}: resume with the same style.* and model.* settings as the original run"
             )
+    return checkpoint
 
 
 def build_module(cfg: DictConfig) -> StyleTransferModule:
@@ -107,28 +113,55 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     )
 
 
+#: Lightning warnings about what this package does on purpose: the loss network is frozen in eval mode, and a
+#: step whose loss is not finite returns None on every rank (``StyleTransferModule._skip_nonfinite``).
+_EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
+_SKIPPED_STEP_WARNING = r"`training_step` returned `None`"
+
+
+@contextmanager
+def intended_lightning_warnings(module: StyleTransferModule) -> Iterator[None]:
+    """Tell Lightning, the way its documentation gives for a single message (``warnings.filterwarnings``), that
+    the frozen loss network is in eval mode on purpose and that skipped steps return None: only while fitting,
+    and the eval-mode message only when nothing but the loss network is in eval mode."""
+    frozen_only = all(name.startswith("loss.") for name, child in module.named_modules() if not child.training)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SKIPPED_STEP_WARNING)
+        if frozen_only:
+            warnings.filterwarnings("ignore", message=_EVAL_MODE_WARNING)
+        yield
+
+
 def train(cfg: DictConfig) -> TrainResult:
-    """Validate ``cfg``, build data, module, loggers and callbacks, and fit (resuming from ``cfg.ckpt_path``)."""
+    """Validate ``cfg``, build data, loggers, callbacks, trainer and module, and fit (resuming from
+    ``cfg.ckpt_path``). Every check that does not need the loss network runs before its weights load."""
     validate_train_config(cfg)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None:
-        check_resume(ckpt_path, cfg)
+    resumed = check_resume(ckpt_path, cfg) if ckpt_path is not None else None
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    checkpoint_io = AtomicCheckpointIO(preloaded={ckpt_path: resumed} if resumed is not None else None)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[checkpoint_io])
+    datamodule.check_batches(trainer.num_nodes * trainer.num_devices)  # world_size is 1 until fit starts DDP
+    module = build_module(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         experiment = getattr(logger, "experiment", None)
         if trainer.is_global_zero and hasattr(experiment, "add_text"):
             experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     interrupt = next((c for c in callbacks if isinstance(c, FinalCheckpoint)), None)
+    try:
+        with intended_lightning_warnings(module):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning exits with status 1 after a KeyboardInterrupt (a second Ctrl-C)
+        if interrupt is None or not interrupt.stopped_at_once:
+            raise
     last = last_checkpoint_path(trainer)
     return TrainResult(
         last_checkpoint=last if last.is_file() else None,
         global_step=trainer.global_step,
         interrupted_by=interrupt.stopping_signal() if interrupt is not None else None,
+        stopped_at_once=interrupt is not None and interrupt.stopped_at_once,
     )
