@@ -100,7 +100,7 @@ def test_resume_continues_global_step_and_optimiser(smoke_run: Path, tmp_path: P
 )
 def test_bad_input_fails_before_training(tmp_path: Path, overrides: list[str], message: str) -> None:
     result = run_train("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2, "a usage error, whether Hydra or our checks find it"
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
