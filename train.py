@@ -7,17 +7,14 @@ import hydra
 from omegaconf import DictConfig
 
 from nst_fast.config import register_resolvers
-from nst_fast.errors import EXIT_NONFINITE, EXIT_USAGE, NonFiniteLossError, NstFastError
+from nst_fast.errors import EXIT_NONFINITE, EXIT_USAGE, NonFiniteLossError, NstFastError, run_hydra_entry_point
 from nst_fast.train import train
 
 register_resolvers()
-_started = False  # whether Hydra composed the config and called main (its own errors exit with status 1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    global _started
-    _started = True
     try:
         result = train(cfg)
     except NonFiniteLossError as error:
@@ -39,9 +36,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit as done:
-        if done.code == 1 and not _started:  # Hydra could not compose the config: a usage error
-            sys.exit(EXIT_USAGE)
-        raise
+    run_hydra_entry_point(main)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from nst_fast import __version__
 from nst_fast.checkpoint import CheckpointInfo, load_transformer
-from nst_fast.errors import NstFastError, first_line
+from nst_fast.errors import EXIT_FAILED, EXIT_USAGE, NstFastError, first_line
 from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
 from nst_fast.stylize import (
     EXPORT_FORMAT,
@@ -66,6 +66,11 @@ VERIFY_SHAPES_UINT8 = ((181, 243, 3), (96, 128, 3))
 
 class ExportError(NstFastError, RuntimeError):
     """An expected export failure (bad checkpoint, unwritable output, failed verification): one line."""
+
+
+class ExportUsageError(ExportError):
+    """Export was asked for something unusable (a missing, corrupt or foreign checkpoint, an opset too old):
+    nothing was exported; exit status 2 (``EXIT_USAGE``), where a failed export is 1."""
 
 
 @dataclass
@@ -327,14 +332,14 @@ def export_checkpoint(
     ``out_dir``. Raises ``ExportError`` (one-line message) for expected failures; leaves nothing behind then."""
     ckpt_path = Path(ckpt_path).expanduser().resolve()
     if opset < 18:
-        raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
+        raise ExportUsageError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
     try:
         network, info = load_transformer(ckpt_path)
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
         message = first_line(error)
         if not str(ckpt_path) in message:
             message = f"{ckpt_path}: not a valid nst-fast checkpoint ({type(error).__name__}: {message})"
-        raise ExportError(message) from error
+        raise ExportUsageError(message) from error
     network = network.float().eval()
     out_dir = Path(out_dir).expanduser().resolve() if out_dir else default_out_dir(ckpt_path)
     name = name or model_name(info, ckpt_path)
@@ -442,12 +447,12 @@ def _remove_created(path: Path | None) -> None:
 
 def run(cfg: Any) -> int:
     """Entry point for ``export.py`` (a Hydra/OmegaConf config with ``ckpt_path`` and ``export.*``); returns
-    the exit status and prints expected errors on one line."""
+    the exit status (0 written, 1 the export failed, 2 unusable input) and prints expected errors on one line."""
     settings = cfg.get("export", {}) or {}
     ckpt = cfg.get("ckpt_path")
     if not ckpt:
         print("export: error: ckpt_path is required, e.g. python export.py ckpt_path=RUN/checkpoints/last.ckpt", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         export_checkpoint(
             ckpt,
@@ -463,5 +468,5 @@ def run(cfg: Any) -> int:
         )
     except ExportError as error:
         print(f"export: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(error, ExportUsageError) else EXIT_FAILED
     return 0

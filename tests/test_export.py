@@ -270,13 +270,20 @@ def test_cli_writes_only_to_out_dir(tmp_path) -> None:
     assert [p.name for p in (tmp_path / "run" / "export").iterdir()] == ["starry.onnx"]
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "ckpt_path is required"),
-    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
+@pytest.mark.parametrize("args, message, status", [
+    ([], "ckpt_path is required", 2),
+    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist", 2),
+    (["ckpt_path=CKPT", "export.tolerance=-1"], "verification failed: max |diff|", 1),
 ])
-def test_cli_errors_are_one_line(tmp_path, args, message) -> None:
-    done = _run_cli(args, tmp_path)
-    assert done.returncode != 0
+def test_cli_errors_are_one_line(tmp_path, args, message, status) -> None:
+    ckpt = save_checkpoint(tmp_path / "ckpt" / "last.ckpt", small_network())
+    done = _run_cli([arg.replace("CKPT", str(ckpt)) for arg in args], tmp_path / "ckpt")
+    assert done.returncode == status, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ckpt", "last.ckpt"]
+
+
+def test_cli_config_mistake_is_a_usage_error(tmp_path) -> None:
+    done = _run_cli(["ckpt_path=/nonexistent/last.ckpt", "export.no_such_key=1"], tmp_path)
+    assert done.returncode == 2 and "Could not override 'export.no_such_key'" in done.stderr, done.stderr
