@@ -224,6 +224,90 @@ def test_same_sized_images_are_batched(models, tmp_path, capsys, monkeypatch) ->
         assert max_level_diff(out, expected(models["network"], pattern(height, width, index))) <= 1
 
 
+def recording_model(monkeypatch, calls: list, fail_batches: bool = False) -> None:
+    """Make ``load_model`` return the real model, recording each call's batch shape; ``fail_batches``: calls
+    with more than one image raise MemoryError, as a model out of memory would."""
+    import nst_fast.stylize as stylize_module
+
+    real_load = stylize_module.load_model
+
+    def recording_load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        real_call = model.__call__
+
+        class Recording(type(model)):
+            def __call__(self, batch):
+                calls.append(batch.shape[0])
+                if fail_batches and batch.shape[0] > 1:
+                    raise MemoryError("out of memory for a batch")
+                return real_call(batch)
+
+        model.__class__ = Recording
+        return model
+
+    monkeypatch.setattr(stylize_module, "load_model", recording_load)
+
+
+def test_failed_batch_is_retried_one_by_one(models, tmp_path, capsys, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, name in enumerate("abc"):
+        Image.fromarray(pattern(20, 30, index)).save(photos / f"{name}.png")
+    (tmp_path / "out" / "b.png").mkdir(parents=True)  # b's output cannot be written: a folder is in the way
+    calls: list[int] = []
+    recording_model(monkeypatch, calls)
+    status, err = run(["--model", models["onnx"], photos, "-o", tmp_path / "out", "--batch-size", "3"], capsys)
+    assert status == 1
+    assert calls == [3, 1, 1, 1], "the failed batch of three is run again image by image"
+    failures = [line for line in err.splitlines() if line.startswith("nst-stylize:")]
+    assert len(failures) == 1 and "b.png" in failures[0], err
+    for index, name in ((0, "a"), (2, "c")):
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert max_level_diff(out, expected(models["network"], pattern(20, 30, index))) <= 1
+
+
+def test_batch_the_model_cannot_run_is_retried_one_by_one(models, tmp_path, capsys, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, name in enumerate("abc"):
+        Image.fromarray(pattern(20, 30, index)).save(photos / f"{name}.png")
+    calls: list[int] = []
+    recording_model(monkeypatch, calls, fail_batches=True)
+    status, err = run(["--model", models["onnx"], photos, "-o", tmp_path / "out", "--batch-size", "2"], capsys)
+    assert status == 0, err
+    assert calls == [2, 1, 1, 1]
+    for index, name in enumerate("abc"):
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert max_level_diff(out, expected(models["network"], pattern(20, 30, index))) <= 1
+
+
+@pytest.mark.parametrize(
+    "kind, options, target, warning",
+    [
+        ("onnx", ["--device", "cuda"], "out.png", "--device cuda has no effect on ONNX models"),
+        ("torchscript", ["--provider", "cpu"], "out.png", "--provider cpu has no effect on torch models"),
+        ("ckpt", ["--threads", "2"], "out.png", "--threads 2 has no effect on torch models"),
+        ("uint8", ["--batch-size", "8"], "out.png", "--batch-size 8 has no effect on uint8 models"),
+        ("onnx", ["--crf", "30"], "clip.avi", "--crf 30 has no effect on clip.avi"),
+        ("onnx", [], "out.png", None),
+        ("onnx", ["--crf", "30", "--provider", "cpu", "--threads", "1"], "clip.mp4", None),
+    ],
+)
+def test_options_the_model_or_output_ignores_are_warned_about(models, tmp_path, capsys, kind, options, target, warning) -> None:
+    source = tmp_path / ("clip.mp4" if target.startswith("clip") else "in.png")
+    if target.startswith("clip"):
+        make_video(source, frames=2)
+    else:
+        Image.fromarray(pattern(20, 24)).save(source)
+    status, err = run(["--model", models[kind], source, "-o", tmp_path / "out" / target, *options], capsys)
+    assert status == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("nst-stylize: warning:")]
+    if warning is None:
+        assert warnings == [], err
+    else:
+        assert len(warnings) == 1 and warning in warnings[0], err
+
+
 def test_not_an_image_is_one_line(models, tmp_path, capsys) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     status, err = run(["--model", models["onnx"], tmp_path / "notes.txt", "-o", tmp_path / "out.png"], capsys)
@@ -364,11 +448,11 @@ def test_video_in_folder_keeps_container(models, tmp_path, capsys) -> None:
 
 
 def test_console_script(models, tmp_path) -> None:
+    # CI installs the package (pip install -e .), so the console script must be there: missing is a failure.
     script = Path(sys.executable).parent / "nst-stylize"
     if not script.exists():
         script = shutil.which("nst-stylize")
-    if script is None:
-        pytest.skip("nst-stylize console script not installed")
+    assert script is not None, "nst-stylize console script not installed: pip install -e ."
     Image.fromarray(pattern(20, 24)).save(tmp_path / "x.png")
     done = subprocess.run([str(script), "--model", str(models["onnx"]), str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png")],
                           capture_output=True, text=True, timeout=120)
