@@ -113,20 +113,17 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     )
 
 
-#: Lightning warnings about what this package does on purpose: the loss network is frozen in eval mode, and a
-#: step whose loss is not finite returns None on every rank (``StyleTransferModule._skip_nonfinite``).
+#: Lightning's warning about what this package does on purpose: the loss network is frozen in eval mode.
 _EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
-_SKIPPED_STEP_WARNING = r"`training_step` returned `None`"
 
 
 @contextmanager
 def intended_lightning_warnings(module: StyleTransferModule) -> Iterator[None]:
     """Tell Lightning, the way its documentation gives for a single message (``warnings.filterwarnings``), that
-    the frozen loss network is in eval mode on purpose and that skipped steps return None: only while fitting,
-    and the eval-mode message only when nothing but the loss network is in eval mode."""
+    the frozen loss network is in eval mode on purpose: only while fitting, and only when nothing but the loss
+    network is in eval mode."""
     frozen_only = all(name.startswith("loss.") for name, child in module.named_modules() if not child.training)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_SKIPPED_STEP_WARNING)
         if frozen_only:
             warnings.filterwarnings("ignore", message=_EVAL_MODE_WARNING)
         yield

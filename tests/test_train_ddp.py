@@ -41,3 +41,26 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     throughput = events(run_dir).Scalars("perf/images_per_s")
     assert throughput and all(event.value > 0 for event in throughput)
+
+
+def test_ddp_synchronises_gradients_and_skips_a_nonfinite_step_on_every_rank(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO_ROOT
+
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "ddp_probe.py"), str(tmp_path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    # Step 1: only rank 1's loss is NaN, yet both ranks skip it (one decision for all, or the all-reduce hangs).
+    for rank in ranks:
+        assert rank["nonfinite"] == [0, 1, 0], rank["rank"]
+        assert rank["adam_steps"] == {2}, "two optimiser updates: none for the skipped step"
+        assert all(torch.equal(rank["weights"][0][k], rank["weights"][1][k]) for k in rank["weights"][0])
+    # Different batches on each rank, yet the same weights after every step: gradients are averaged across ranks.
+    for step in range(3):
+        first, second = ranks[0]["weights"][step], ranks[1]["weights"][step]
+        assert all(torch.equal(first[k], second[k]) for k in first), f"ranks diverged at step {step}"
+    assert not all(torch.equal(ranks[0]["weights"][2][k], ranks[0]["weights"][0][k]) for k in ranks[0]["weights"][0])
