@@ -123,7 +123,9 @@ class StyleTransferModule(pl.LightningModule):
         log.warning("%s; skipping this step (%d in a row)", message, self.consecutive_nonfinite)
         return costs.total
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None
+    ) -> None:
         """Run the closure (training step and backward), then step the optimiser unless the step's loss was not
         finite: ``training_step`` takes that decision on all ranks together."""
         loss = optimizer_closure() if optimizer_closure is not None else None

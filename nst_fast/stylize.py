@@ -496,7 +496,9 @@ def stylize_video(
     return frames
 
 
-def ignored_options(args: argparse.Namespace, parser: argparse.ArgumentParser, model: StyleModel, jobs: Sequence[Job]) -> list[str]:
+def ignored_options(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, model: StyleModel, jobs: Sequence[Job]
+) -> list[str]:
     """Warnings for options given on the command line that this model or these outputs do not use, so that
     none is silently ignored."""
     given = {name for name in ("device", "provider", "threads", "batch_size", "crf")

@@ -142,8 +142,12 @@ def test_last_checkpoint_written_once_and_resume_reads_the_checkpoint_once(tmp_p
 
     saved: list[str] = []
     real_save = AtomicCheckpointIO.save_checkpoint
-    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint",
-                        lambda self, checkpoint, path, *a, **k: (saved.append(Path(path).name), real_save(self, checkpoint, path, *a, **k)))
+
+    def recording_save(self, checkpoint, path, *args, **kwargs):
+        saved.append(Path(path).name)
+        real_save(self, checkpoint, path, *args, **kwargs)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording_save)
     # Step 6 is both a periodic save (every 3 steps, with save_last) and the end of the run.
     train_in_process(tmp_path / "run")
     assert saved == ["step_000003.ckpt", "last.ckpt", "step_000006.ckpt", "last.ckpt"]
