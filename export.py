@@ -11,6 +11,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from nst_fast.errors import run_hydra_entry_point
 from nst_fast.export import run
 
 
@@ -26,4 +27,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_entry_point(main)

@@ -1,12 +1,13 @@
 """Train a style: `python train.py style=starry` (see README). Logic lives in nst_fast.train."""
 
+import signal
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from nst_fast.config import register_resolvers
-from nst_fast.errors import NstFastError
+from nst_fast.errors import EXIT_NONFINITE, EXIT_USAGE, NonFiniteLossError, NstFastError, run_hydra_entry_point
 from nst_fast.train import train
 
 register_resolvers()
@@ -16,13 +17,23 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     try:
         result = train(cfg)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_NONFINITE)
     except NstFastError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:  # a second Ctrl-C after training had returned
+        print("stopped at once by a second Ctrl-C", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    if result.stopped_at_once:
+        resume = f"; resume with ckpt_path={result.last_checkpoint}" if result.last_checkpoint else ""
+        print(f"stopped at once by a second Ctrl-C during step {result.global_step + 1}, not saved{resume}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     if result.interrupted_by is not None:
         print(f"interrupted at step {result.global_step}; resume with ckpt_path={result.last_checkpoint}", file=sys.stderr)
         sys.exit(128 + result.interrupted_by)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_entry_point(main)

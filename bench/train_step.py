@@ -190,7 +190,7 @@ def _style_image(cfg) -> torch.Tensor:
 
 
 def build_reference(ours: OurStep, args, device: torch.device) -> common.ExampleTrainer:
-    """The example's step with our loss network's weights and the same style image (at ``style.size``)."""
+    """The example's step with our loss network's weights and the same style image (at ``style_size``)."""
     cfg = compose_config(args.size, args.batch, "32-true", False, args.vgg_weights, args.style_size, args.loss)
     body = common.copy_vgg_body(ours.module.loss.features.body).float().to(memory_format=torch.contiguous_format)
     torch.manual_seed(args.seed)

@@ -111,7 +111,10 @@ class FinalCheckpoint(Callback):
     def __init__(self) -> None:
         self.signal_received: int | None = None
         self.stopping = False
+        self.stopped_at_once = False
         self._previous: dict[int, Any] = {}
+        self._saved_at_step: int | None = None
+        self._muted: tuple[Any, Any] | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.signal_received is not None and signum == signal.SIGINT:
@@ -146,15 +149,39 @@ class FinalCheckpoint(Callback):
         self._previous.clear()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.stopped_at_once = isinstance(exception, KeyboardInterrupt)
         self._restore_handlers()
+
+    def _mute_final_save_last(self, trainer: pl.Trainer) -> None:
+        """``ModelCheckpoint(save_last=True)`` writes last.ckpt again when training ends if it has saved nothing
+        in this run (Lightning >= 2.5; it runs after this callback): switch its ``save_last`` off until teardown."""
+        callback = trainer.checkpoint_callback
+        if callback is not None and callback.save_last:
+            self._muted = (callback, callback.save_last)
+            callback.save_last = False
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._saved_at_step = trainer.global_step
+
+    def _last_is_current(self, trainer: pl.Trainer, path: Path) -> bool:
+        """Whether ``ModelCheckpoint`` (``save_last``) already wrote ``path`` at this global step: a checkpoint
+        was saved at this step, and its last-checkpoint path is ours."""
+        callback = trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") if callback is not None and callback.save_last else ""
+        return self._saved_at_step == trainer.global_step and bool(last) and Path(last) == path
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore_handlers()
+        if self._muted is not None:
+            callback, save_last = self._muted
+            callback.save_last, self._muted = save_last, None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handlers()
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)
+        if not self._last_is_current(trainer, path):  # written once, not again right after ModelCheckpoint
+            trainer.save_checkpoint(path, weights_only=False)
+            self._mute_final_save_last(trainer)
         if trainer.is_global_zero:
             if self.stopping:
                 log.warning("interrupted at step %d; checkpoint saved to %s", trainer.global_step, path)

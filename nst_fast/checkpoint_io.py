@@ -43,7 +43,19 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO plugin using ``atomic_torch_save`` for local files."""
+    """Lightning checkpoint IO plugin using ``atomic_torch_save`` for local files.
+
+    ``preloaded``: ``{path: checkpoint}`` already read (the resume check reads the file to validate it):
+    Lightning's load of that path gets it instead of reading and unpickling the file a second time.
+    """
+
+    def __init__(self, preloaded: dict[str | os.PathLike, dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.preloaded = {Path(path).expanduser().resolve(): value for path, value in (preloaded or {}).items()}
+
+    def load_checkpoint(self, path: str | os.PathLike, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        checkpoint = self.preloaded.pop(Path(path).expanduser().resolve(), None)
+        return checkpoint if checkpoint is not None else super().load_checkpoint(path, *args, **kwargs)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
         atomic_torch_save(checkpoint, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from nst_fast.errors import ConfigError, MissingFileError
 from nst_fast.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, list_images, open_rgb
@@ -63,7 +64,9 @@ class ContentImages(Dataset):
 
     ``samples_per_epoch``: the epoch length when larger than the number of files (files repeat), so that
     a handful of sample photos still makes epochs of useful length; ``None`` means one pass over the files.
-    Items are ``{"image": [3, S, S] float in [0, 1], "skipped": ["path: reason", ...]}``.
+    Items are ``{"image": [3, S, S] float in [0, 1], "skipped": ["path: reason", ...], "crop": "index:name@left,top"}``.
+    Crops and flips are drawn from ``generator`` (``ContentDataModule`` gives each rank and worker its own);
+    ``None`` means torch's global generator.
     """
 
     def __init__(
@@ -79,19 +82,22 @@ class ContentImages(Dataset):
         self.image_size = image_size
         self.samples_per_epoch = samples_per_epoch
         self.max_pixels = max_pixels
+        self.generator: torch.Generator | None = None
 
     def __len__(self) -> int:
         return max(len(self.files), self.samples_per_epoch or 0)
 
-    def random_crop(self, image: Image.Image) -> Tensor:
+    def random_crop(self, image: Image.Image) -> tuple[Tensor, str]:
+        """A random crop, flipped half of the time, and where it was taken (``left,top`` plus ``,flipped``)."""
         image = resize_shorter_side(image, self.image_size)
         width, height = image.size
-        top = int(torch.randint(0, height - self.image_size + 1, ()).item())
-        left = int(torch.randint(0, width - self.image_size + 1, ()).item())
+        top = int(torch.randint(0, height - self.image_size + 1, (), generator=self.generator).item())
+        left = int(torch.randint(0, width - self.image_size + 1, (), generator=self.generator).item())
         image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        if torch.rand(()) < 0.5:
+        flipped = bool(torch.rand((), generator=self.generator) < 0.5)
+        if flipped:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return to_tensor(image)
+        return to_tensor(image), f"{left},{top}" + (",flipped" if flipped else "")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         skipped: list[str] = []
@@ -103,16 +109,30 @@ class ContentImages(Dataset):
             except ImageReadError as error:
                 skipped.append(str(error))
                 continue
-            return {"image": self.random_crop(image), "skipped": skipped}
+            crop, where = self.random_crop(image)
+            return {"image": crop, "skipped": skipped, "crop": f"{index}:{path.name}@{where}"}
         raise RuntimeError(f"none of the {count} content images is readable; first failure: {skipped[0]}")
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images to ``[B, 3, S, S]``; concatenate the skipped-file reports."""
+    """Stack images to ``[B, 3, S, S]``; concatenate the skipped-file reports; list where each crop came from."""
     return {
         "image": torch.stack([item["image"] for item in items]),
         "skipped": [report for item in items for report in item["skipped"]],
+        "crops": [item.get("crop", "?") for item in items],
     }
+
+
+def stream_seed(base: int, rank: int, worker: int) -> int:
+    """A seed for the random crops of one rank's main process (``worker`` 0) or of one of its workers (1, 2, ...),
+    derived from ``base`` (the run's seed) so that every stream differs and each is reproducible."""
+    return int(np.random.SeedSequence([base, rank, worker]).generate_state(1, np.uint64)[0])
+
+
+def seed_worker(base: int, rank: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: this worker's copy of the dataset draws its own crop stream."""
+    info = get_worker_info()
+    info.dataset.generator = torch.Generator().manual_seed(stream_seed(base, rank, worker_id + 1))
 
 
 class ContentDataModule(pl.LightningDataModule):
@@ -163,19 +183,31 @@ class ContentDataModule(pl.LightningDataModule):
             f"data.root={str(self.root)!r}: none of its {len(self.files)} image files is readable, e.g. {failures[0]}"
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        if not self.files:
-            self.check()
-        self.train_set = ContentImages(self.files, self.image_size, self.samples_per_epoch, self.max_pixels)
-        devices = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) < self.batch_size * devices:
+    def check_batches(self, devices: int) -> None:
+        """Raise ``ConfigError`` when an epoch cannot fill one batch on each of ``devices`` (needs ``check()``
+        first; cheap, so that training can check it before the loss network loads)."""
+        samples = max(len(self.files), self.samples_per_epoch or 0)
+        if samples < self.batch_size * devices:
             raise ConfigError(
-                f"data.root={str(self.root)!r}: {len(self.train_set)} samples per epoch cannot fill one batch of "
+                f"data.root={str(self.root)!r}: {samples} samples per epoch cannot fill one batch of "
                 f"data.batch_size={self.batch_size} on each of {devices} device(s); set "
                 f"data.samples_per_epoch={self.batch_size * devices} or more (files then repeat)"
             )
 
+    def setup(self, stage: str | None = None) -> None:
+        if not self.files:
+            self.check()
+        self.check_batches(self.trainer.world_size if self.trainer is not None else 1)
+        self.train_set = ContentImages(self.files, self.image_size, self.samples_per_epoch, self.max_pixels)
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches (Lightning swaps in a distributed sampler under DDP, so ranks get different photos).
+        Each rank and each worker draws its crops from its own generator, seeded from the run's seed
+        (``torch.initial_seed()``, set by ``seed_everything``) and its rank and worker number."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        base = torch.initial_seed()
+        self.train_set.generator = torch.Generator().manual_seed(stream_seed(base, rank, 0))
+        self._first_batch_logged = False
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
@@ -185,7 +217,16 @@ class ContentDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate,
+            worker_init_fn=partial(seed_worker, base, rank) if self.num_workers > 0 else None,
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Log where the first batch's crops came from, per rank (shows that ranks train on different crops)."""
+        if not getattr(self, "_first_batch_logged", True) and isinstance(batch, dict) and "crops" in batch:
+            self._first_batch_logged = True
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            log.info("rank %d first batch (index:file@left,top): %s", rank, "; ".join(batch["crops"]))
+        return batch
 
     def preview_images(self, count: int, size: int) -> Tensor:
         """A fixed set of up to ``count`` readable images, centre-cropped to ``size``: ``[N, 3, size, size]``."""

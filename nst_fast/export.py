@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from nst_fast import __version__
 from nst_fast.checkpoint import CheckpointInfo, load_transformer
-from nst_fast.errors import NstFastError, first_line
+from nst_fast.errors import EXIT_FAILED, EXIT_USAGE, NstFastError, first_line
 from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
 from nst_fast.stylize import (
     EXPORT_FORMAT,
@@ -80,6 +80,11 @@ VERIFY_SHAPES_UINT8 = ((181, 243, 3), (96, 128, 3))
 
 class ExportError(NstFastError, RuntimeError):
     """An expected export failure (bad checkpoint, unwritable output, failed verification): one line."""
+
+
+class ExportUsageError(ExportError):
+    """Export was asked for something unusable (a missing, corrupt or foreign checkpoint, an opset too old):
+    nothing was exported; exit status 2 (``EXIT_USAGE``), where a failed export is 1."""
 
 
 @dataclass
@@ -176,6 +181,28 @@ def info_conditions(info: CheckpointInfo) -> int:
     return int(info.transformer.get("num_conditions", 1))
 
 
+@torch.jit.script_if_tracing
+def _checked_size(x: Tensor, minimum: int) -> Tensor:
+    """``x`` if it is ``[B, 3, H, W]`` with ``H, W >= minimum``; scripted when traced, so that the check stays
+    in a traced graph instead of being evaluated once at the traced example's size."""
+    if x.dim() != 4 or x.size(1) != 3 or x.size(2) < minimum or x.size(3) < minimum:
+        raise ValueError(
+            "TransformerNet expects RGB images [B, 3, H, W] with H, W >= " + str(minimum) + ", got " + str(x.size())
+        )
+    return x
+
+
+class SizeCheckedTransformer(nn.Module):
+    """The network behind the input check that ``torch.jit.trace`` would otherwise freeze at the example's size."""
+
+    def __init__(self, network: TransformerNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: Tensor, condition: Tensor | None = None) -> Tensor:
+        return self.network(_checked_size(image, MIN_INPUT_SIZE), condition)
+
+
 # --- Writing ------------------------------------------------------------------------------------------------------
 
 
@@ -255,11 +282,12 @@ def export_onnx_uint8(network: TransformerNet, path: Path, info: CheckpointInfo,
 
 def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo) -> None:
     """``torch.jit.trace`` at a size that needs padding (the pad is computed from the traced input's shape,
-    so other sizes work too; verification checks it), saved with the metadata as an extra file. Multi-condition
-    networks take ``(image, style_weights [N, S])`` like the ONNX model."""
+    so other sizes work too; verification checks it), behind the size check (``SizeCheckedTransformer``),
+    saved with the metadata as an extra file. Multi-condition networks take ``(image, style_weights [N, S])``
+    like the ONNX model."""
     examples = (torch.rand(1, 3, 66, 94), *_example_weights(info, 1))
     with torch.no_grad():
-        traced = torch.jit.trace(exported_interface(network, info), examples)
+        traced = torch.jit.trace(exported_interface(SizeCheckedTransformer(network), info), examples)
     metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp32")
     torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(metadata)})
 
@@ -413,14 +441,14 @@ def export_checkpoint(
     ``out_dir``. Raises ``ExportError`` (one-line message) for expected failures; leaves nothing behind then."""
     ckpt_path = Path(ckpt_path).expanduser().resolve()
     if opset < 18:
-        raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
+        raise ExportUsageError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
     try:
         network, info = load_transformer(ckpt_path)
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
         message = first_line(error)
         if not str(ckpt_path) in message:
             message = f"{ckpt_path}: not a valid nst-fast checkpoint ({type(error).__name__}: {message})"
-        raise ExportError(message) from error
+        raise ExportUsageError(message) from error
     network = network.float().eval()
     out_dir = Path(out_dir).expanduser().resolve() if out_dir else default_out_dir(ckpt_path)
     name = name or model_name(info, ckpt_path)
@@ -484,13 +512,8 @@ def export_checkpoint(
 
         for kind, filename, write, check in steps:
             path = staging / filename
-            try:
-                write(path)
-            except ExportError:
-                raise
-            except Exception as error:  # exporter failures are unexpected; keep the cause in one line
-                raise ExportError(f"{filename}: export failed ({type(error).__name__}: {first_line(error)})") from error
-            diff, tol, shapes = check(path)
+            _one_line_errors(f"{filename}: export failed", write, path)
+            diff, tol, shapes = _one_line_errors(f"{filename}: verification crashed", check, path)
             shown = ", ".join("x".join(map(str, s)) for s in shapes)
             log(f"  {filename}: OK, max |diff| to eager {diff:.2e} (tolerance {tol:g}) at {shown}")
             result.files.append(ExportedFile(out_dir / filename, kind, diff, tol, shapes))
@@ -512,6 +535,17 @@ def export_checkpoint(
     return result
 
 
+def _one_line_errors(what: str, action: Callable[[Path], Any], path: Path) -> Any:
+    """``action(path)``; any crash in it (exporter, ONNX checker, ONNX Runtime, ``torch.jit.load``, a file system
+    error) becomes an ``ExportError`` that says ``what`` failed and names the cause on one line."""
+    try:
+        return action(path)
+    except ExportError:
+        raise
+    except Exception as error:
+        raise ExportError(f"{what} ({type(error).__name__}: {first_line(error)})") from error
+
+
 def _first_missing(path: Path) -> Path | None:
     """The topmost ancestor of ``path`` (or itself) that does not exist yet, i.e. what ``mkdir -p`` would create."""
     missing = None
@@ -529,12 +563,12 @@ def _remove_created(path: Path | None) -> None:
 
 def run(cfg: Any) -> int:
     """Entry point for ``export.py`` (a Hydra/OmegaConf config with ``ckpt_path`` and ``export.*``); returns
-    the exit status and prints expected errors on one line."""
+    the exit status (0 written, 1 the export failed, 2 unusable input) and prints expected errors on one line."""
     settings = cfg.get("export", {}) or {}
     ckpt = cfg.get("ckpt_path")
     if not ckpt:
         print("export: error: ckpt_path is required, e.g. python export.py ckpt_path=RUN/checkpoints/last.ckpt", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         export_checkpoint(
             ckpt,
@@ -550,5 +584,5 @@ def run(cfg: Any) -> int:
         )
     except ExportError as error:
         print(f"export: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(error, ExportUsageError) else EXIT_FAILED
     return 0

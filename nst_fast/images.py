@@ -32,15 +32,28 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _to_8bit_or_float(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit integer/float modes -> 8-bit 'L' keeping the full range."""
+def _integer_range(image: Image.Image) -> int:
+    """The largest value an 'I'-mode image's samples can take, from the bit depth stored in the file (read
+    before any transposition, which drops the TIFF tags): a TIFF's BitsPerSample and SampleFormat; Pillow
+    opens the other 9 to 16-bit files it reads as 'I' (PNG, PGM/PPM) in the 16-bit range."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or 258 not in tags:
+        return 65535
+    bits, sample_format = tags[258], tags.get(339, 1)
+    bits = int(bits[0] if isinstance(bits, tuple) else bits)
+    signed = (sample_format[0] if isinstance(sample_format, tuple) else sample_format) == 2
+    return 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+
+
+def _to_8bit_or_float(image: Image.Image, integer_range: int = 65535) -> Image.Image:
+    """16-bit and 32-bit integer/float modes -> 8-bit 'L' keeping the full range; 'I' samples are scaled by
+    ``integer_range`` (the file's, see ``_integer_range``), never guessed from the pixel values."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         array = np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0
         return Image.fromarray((array * 255.0 + 0.5).astype(np.uint8))
     if image.mode == "I":
-        array = np.asarray(image, dtype=np.int64).astype(np.float32)
-        scale = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return Image.fromarray((np.clip(array / scale, 0, 1) * 255.0 + 0.5).astype(np.uint8))
+        array = np.asarray(image, dtype=np.int64).astype(np.float64) / integer_range
+        return Image.fromarray((np.clip(array, 0, 1) * 255.0 + 0.5).astype(np.uint8))
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
         return Image.fromarray((np.clip(array, 0, 1) * 255.0 + 0.5).astype(np.uint8))
@@ -73,6 +86,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         "(decompression bomb guard)"
                     )
                 image.load()
+                integer_range = _integer_range(image)
                 image = ImageOps.exif_transpose(image) or image
     except ImageReadError:
         raise
@@ -80,7 +94,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageReadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from error
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
-    image = _to_8bit_or_float(image)
+    image = _to_8bit_or_float(image, integer_range)
     alpha: Image.Image | None = None
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")

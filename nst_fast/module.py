@@ -68,6 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.compile_networks = compile
         self.consecutive_nonfinite = 0
+        self.skip_update = False
         self.skipped_files: set[str] = set()
         conditions = len(self.styles) + int(identity)
         if transformer.num_conditions != conditions:
@@ -132,7 +133,7 @@ class StyleTransferModule(pl.LightningModule):
     def on_train_start(self) -> None:
         log.info("rank %d of %d training on %s", self.global_rank, self.trainer.world_size, self.device)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._report_skipped(batch.get("skipped", []))
         conditions = self.batch_conditions(
             batch["image"].shape[0], self.global_step, self.global_rank, self.trainer.world_size
@@ -172,8 +173,12 @@ class StyleTransferModule(pl.LightningModule):
                 metrics[f"train/style/{name}"] = costs.sample_style[chosen].mean()
         return metrics
 
-    def _skip_nonfinite(self, costs: Costs) -> None:
+    def _skip_nonfinite(self, costs: Costs) -> Tensor:
+        """Count and report a non-finite step; its loss still goes through backward (under DDP every rank must
+        take part in the gradient all-reduce, and Lightning refuses a ``None`` there), and ``optimizer_step``
+        then leaves the weights and the optimiser state alone."""
         self.consecutive_nonfinite += 1
+        self.skip_update = True
         terms = ", ".join(
             f"{name}={value.item():.4g}"
             for name, value in [("total", costs.total), ("content", costs.content), ("style", costs.style),
@@ -186,7 +191,18 @@ class StyleTransferModule(pl.LightningModule):
                 "far are kept: resume from the last one with a lower learning rate or loss weights"
             )
         log.warning("%s; skipping this step (%d in a row)", message, self.consecutive_nonfinite)
-        return None
+        return costs.total
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None
+    ) -> None:
+        """Run the closure (training step and backward), then step the optimiser unless the step's loss was not
+        finite: ``training_step`` takes that decision on all ranks together."""
+        loss = optimizer_closure() if optimizer_closure is not None else None
+        if self.skip_update:
+            self.skip_update = False
+            return
+        optimizer.step(closure=lambda: loss)
 
     def _report_skipped(self, reports: list[str]) -> None:
         for report in reports:

@@ -476,6 +476,17 @@ def stylize_image(
     stylize_images(model, [image], keep_color=keep_color, quality=quality, weights=weights)
 
 
+#: Encoders that take ``--crf`` (libvpx-vp9 as crf + 13).
+CRF_ENCODERS = ("libx264", "libvpx-vp9")
+
+
+def video_encoder(target: Path) -> str | None:
+    """The encoder used for a video written to ``target``: the first one of ``VIDEO_CODECS`` this PyAV build has."""
+    import av
+
+    return next((c for c in VIDEO_CODECS.get(target.suffix.lower(), ("libx264", "mpeg4")) if c in av.codecs_available), None)
+
+
 def _even(value: float) -> int:
     return max(2, int(round(value / 2)) * 2)
 
@@ -510,8 +521,7 @@ def stylize_video(
         if progress is not None and video_in.frames:
             progress.total = video_in.frames
             progress.refresh()
-        available = av.codecs_available
-        codec = next((c for c in VIDEO_CODECS.get(target.suffix.lower(), ("libx264", "mpeg4")) if c in available), None)
+        codec = video_encoder(target)
         if codec is None:
             raise StylizeError(f"{target}: this PyAV build has no encoder for {target.suffix}")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -522,7 +532,7 @@ def stylize_video(
             video_out.width, video_out.height = width, height
             # 4:2:0 needs even sides; odd-sized frames keep their exact size in 4:4:4 (H.264 High 4:4:4).
             video_out.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            if codec in ("libx264", "libvpx-vp9"):
+            if codec in CRF_ENCODERS:
                 video_out.options = {"crf": str(crf)} if codec == "libx264" else {"crf": str(crf + 13), "b": "0"}
             video_out.time_base = video_in.time_base
             # Audio is copied packet by packet; a codec the output container cannot hold (e.g. AAC into .webm)
@@ -596,6 +606,32 @@ def stylize_video(
     return frames
 
 
+def ignored_options(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, model: StyleModel, jobs: Sequence[Job]
+) -> list[str]:
+    """Warnings for options given on the command line that this model or these outputs do not use, so that
+    none is silently ignored."""
+    given = {name for name in ("device", "provider", "threads", "batch_size", "crf")
+             if getattr(args, name) != parser.get_default(name)}
+    onnx = isinstance(model, OnnxModel)
+    warnings = []
+    if "device" in given and onnx:
+        warnings.append(f"--device {args.device} has no effect on ONNX models; choose ONNX Runtime's with --provider")
+    for name in ("provider", "threads"):
+        if name in given and not onnx:
+            warnings.append(f"--{name} {getattr(args, name)} has no effect on torch models (ONNX Runtime only); "
+                            "choose the device with --device")
+    if "batch_size" in given and onnx and model.layout == LAYOUT_HWC_UINT8:
+        warnings.append(f"--batch-size {args.batch_size} has no effect on uint8 models: they take one image per call")
+    if "crf" in given:
+        for job in jobs:
+            encoder = video_encoder(job.target) if job.video else None
+            if encoder is not None and encoder not in CRF_ENCODERS:
+                warnings.append(f"--crf {args.crf} has no effect on {job.target.name}: its {encoder} encoder has no "
+                                "CRF (only H.264 and VP9 outputs have: .mp4, .mov, .mkv, .webm)")
+    return warnings
+
+
 # --- Command line -------------------------------------------------------------------------------------------------
 
 
@@ -666,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    for warning in ignored_options(args, parser, model, jobs):
+        say(f"{PROG}: warning: {warning}")
     show = not args.quiet
     if show:
         say(f"{PROG}: {model.description}: {len(jobs)} input(s)")

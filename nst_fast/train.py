@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nst_fast.callbacks import FinalCheckpoint, last_checkpoint_path
-from nst_fast.checkpoint import CHECKPOINT_KEY, checkpoint_info, load_transformer, read_checkpoint
+from nst_fast.checkpoint import checkpoint_info, load_transformer, read_checkpoint
 from nst_fast.checkpoint_io import AtomicCheckpointIO
 from nst_fast.config import StyleSpec, style_specs, uses_identity, validate_train_config
 from nst_fast.data import ContentDataModule, load_style_image
@@ -33,6 +36,7 @@ class TrainResult:
     last_checkpoint: Path | None
     global_step: int
     interrupted_by: int | None
+    stopped_at_once: bool = False
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -129,13 +133,15 @@ def _style_list(styles: list[dict[str, Any]], identity: bool) -> list[str]:
     return [f"{style.get('name')}@{style.get('size')}" for style in styles] + (["identity"] if identity else [])
 
 
-def check_resume(ckpt_path: str, cfg: DictConfig, plan: NetworkPlan) -> None:
+def check_resume(ckpt_path: str, cfg: DictConfig, plan: NetworkPlan) -> dict[str, Any]:
     """Refuse to resume from a checkpoint that is not ours, or that was trained for other styles (names, sizes,
-    order, identity) or another network: its style Grams and weights would silently override the config."""
+    order, identity) or another network: its style Grams and weights would silently override the config.
+    Returns the checkpoint, read once."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt_path!r} does not exist; pass a .ckpt written by an earlier run")
-    info = checkpoint_info(read_checkpoint(path))
+    checkpoint = read_checkpoint(path)
+    info = checkpoint_info(checkpoint)
     # The style images' paths may differ (another checkout or machine): names and sizes identify the styles.
     found, configured = _style_list(info.styles, info.identity), _style_list(plan.styles, plan.identity)
     if found != configured:
@@ -148,6 +154,7 @@ def check_resume(ckpt_path: str, cfg: DictConfig, plan: NetworkPlan) -> None:
             f"ckpt_path={ckpt_path!r} was trained with transformer {info.transformer}, but this run is configured "
             f"for {plan.network.config}: resume with the same model.* settings as the original run"
         )
+    return checkpoint
 
 
 def build_module(cfg: DictConfig, plan: NetworkPlan | None = None) -> StyleTransferModule:
@@ -171,29 +178,53 @@ def build_module(cfg: DictConfig, plan: NetworkPlan | None = None) -> StyleTrans
     )
 
 
+#: Lightning's warning about what this package does on purpose: the loss network is frozen in eval mode.
+_EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
+
+
+@contextmanager
+def intended_lightning_warnings(module: StyleTransferModule) -> Iterator[None]:
+    """Tell Lightning, the way its documentation gives for a single message (``warnings.filterwarnings``), that
+    the frozen loss network is in eval mode on purpose: only while fitting, and only when nothing but the loss
+    network is in eval mode."""
+    frozen_only = all(name.startswith("loss.") for name, child in module.named_modules() if not child.training)
+    with warnings.catch_warnings():
+        if frozen_only:
+            warnings.filterwarnings("ignore", message=_EVAL_MODE_WARNING)
+        yield
+
+
 def train(cfg: DictConfig) -> TrainResult:
-    """Validate ``cfg``, build data, module, loggers and callbacks, and fit (resuming from ``cfg.ckpt_path``)."""
+    """Validate ``cfg``, build data, loggers, callbacks, trainer and module, and fit (resuming from
+    ``cfg.ckpt_path``). Every check that does not need the loss network runs before its weights load."""
     validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     plan = plan_network(cfg)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None:
-        check_resume(ckpt_path, cfg, plan)
+    resumed = check_resume(ckpt_path, cfg, plan) if ckpt_path is not None else None
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg, plan)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    checkpoint_io = AtomicCheckpointIO(preloaded={ckpt_path: resumed} if resumed is not None else None)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[checkpoint_io])
+    datamodule.check_batches(trainer.num_nodes * trainer.num_devices)  # world_size is 1 until fit starts DDP
+    module = build_module(cfg, plan)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         experiment = getattr(logger, "experiment", None)
         if trainer.is_global_zero and hasattr(experiment, "add_text"):
             experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     interrupt = next((c for c in callbacks if isinstance(c, FinalCheckpoint)), None)
+    try:
+        with intended_lightning_warnings(module):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning exits with status 1 after a KeyboardInterrupt (a second Ctrl-C)
+        if interrupt is None or not interrupt.stopped_at_once:
+            raise
     last = last_checkpoint_path(trainer)
     return TrainResult(
         last_checkpoint=last if last.is_file() else None,
         global_step=trainer.global_step,
         interrupted_by=interrupt.stopping_signal() if interrupt is not None else None,
+        stopped_at_once=interrupt is not None and interrupt.stopped_at_once,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +63,51 @@ def write_bad_images(folder: Path) -> dict[str, Path]:
     # 1-bit PNG of 20000 x 20000 = 400M pixels, a few kB on disk.
     Image.new("1", (20000, 20000)).save(files["bomb"], optimize=True)
     return files
+
+
+def write_png_16bit(path: Path, array: np.ndarray) -> Path:
+    """A 16-bit PNG (grey ``[H, W]`` or RGB ``[H, W, 3]`` uint16), written byte by byte: Pillow cannot write
+    16-bit RGB, and this way the file's bit depth is known without trusting the reader under test."""
+    height, width = array.shape[:2]
+    colour_type = 0 if array.ndim == 2 else 2
+    raw = b"".join(b"\x00" + array[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def write_tiff_16bit(path: Path, array: np.ndarray, signed: bool = False) -> Path:
+    """An uncompressed 16-bit TIFF (grey or RGB; unsigned, or signed integers when ``signed``), written byte by byte."""
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    pixels = array.astype("<i2" if signed else "<u2").tobytes()
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, channels, 16), (259, 3, 1, 1),
+            (262, 3, 1, 1 if channels == 1 else 2), (273, 4, 1, 0), (277, 3, 1, channels), (278, 4, 1, height),
+            (279, 4, 1, len(pixels)), (284, 3, 1, 1), (339, 3, channels, 2 if signed else 1)]
+    ifd_end = 8 + 2 + 12 * len(tags) + 4
+    extra = b""  # values of more than two shorts live after the IFD
+    entries = []
+    for tag, kind, count, value in tags:
+        if kind == 3 and count > 2:
+            entries.append(struct.pack("<HHII", tag, kind, count, ifd_end + len(extra)))
+            extra += struct.pack(f"<{count}H", *[value] * count)
+        elif kind == 3:
+            entries.append(struct.pack("<HHI", tag, kind, count) + struct.pack("<2H", *([value] * count + [0] * (2 - count))))
+        else:
+            entries.append(struct.pack("<HHII", tag, kind, count, value))
+    data_offset = ifd_end + len(extra)
+    entries[5] = struct.pack("<HHII", 273, 4, 1, data_offset)
+    ifd = struct.pack("<H", len(tags)) + b"".join(entries) + struct.pack("<I", 0)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + extra + pixels)
+    return path
+
+
+def write_pgm_16bit(path: Path, array: np.ndarray) -> Path:
+    """A binary 16-bit PGM (maxval 65535) of a grey uint16 ``[H, W]`` array."""
+    height, width = array.shape
+    path.write_bytes(f"P5 {width} {height} 65535\n".encode() + array.astype(">u2").tobytes())
+    return path

@@ -13,23 +13,33 @@ import torch
 from helpers import REPO_ROOT, run_train
 
 
-def start_long_run(run_dir: Path, cwd: Path) -> subprocess.Popen:
+def start_long_run(run_dir: Path, cwd: Path, *overrides: str, wrapper: list[str] = ()) -> subprocess.Popen:
+    """``train.py`` for 100000 smoke steps in the background; its output goes to files (``output_of``), not to
+    pipes nobody reads, which would fill up and block it."""
+    out = (cwd / "stdout.txt").open("w")
+    err = (cwd / "stderr.txt").open("w")
     return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "train.py"), "experiment=smoke", "trainer.max_steps=100000",
-         f"hydra.run.dir={run_dir}"],
-        cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, *wrapper, str(REPO_ROOT / "train.py"), "experiment=smoke", "trainer.max_steps=100000",
+         f"hydra.run.dir={run_dir}", *overrides],
+        cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=err, text=True,
     )
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+def output_of(cwd: Path) -> str:
+    """What the background run wrote to stderr so far."""
+    return (cwd / "stderr.txt").read_text()
+
+
+def wait_for(path: Path, process: subprocess.Popen, cwd: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            raise AssertionError(f"training exited early ({process.returncode}): {process.stderr.read()[-3000:]}")
+            raise AssertionError(f"training exited early ({process.returncode}): {output_of(cwd)[-3000:]}")
         if time.monotonic() > deadline:
             process.kill()
+            process.wait()
             raise AssertionError(f"{path} did not appear within {timeout} s")
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def step_of(checkpoint: Path) -> tuple[int, int]:
@@ -41,9 +51,10 @@ def step_of(checkpoint: Path) -> tuple[int, int]:
 def test_signal_saves_checkpoint_and_exits_cleanly(tmp_path: Path, signum: int) -> None:
     run_dir = tmp_path / "run"
     process = start_long_run(run_dir, tmp_path)
-    wait_for(run_dir / "checkpoints" / "step_000003.ckpt", process)
+    wait_for(run_dir / "checkpoints" / "step_000003.ckpt", process, tmp_path)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    stderr = output_of(tmp_path)
     assert process.returncode == 128 + signum
     assert "Traceback" not in stderr
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -57,16 +68,97 @@ def test_signal_saves_checkpoint_and_exits_cleanly(tmp_path: Path, signum: int) 
     assert step_of(last) == (step + 2, step + 2)
 
 
-def test_resume_after_kill_9(tmp_path: Path) -> None:
+#: Runs train.py (argv[2:]) with torch.save writing its 4th file only half, then waiting to be killed:
+#: with a smoke run saving every 3 steps, that is last.ckpt at step 6 (after step_000003, last, step_000006).
+HALF_WRITTEN_SAVE = """
+import io, os, runpy, sys, time
+import torch
+marker, calls, real_save = sys.argv.pop(1), [], torch.save
+def save(obj, f, *args, **kwargs):
+    calls.append(1)
+    if len(calls) != 4:
+        return real_save(obj, f, *args, **kwargs)
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    handle = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
+    handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    handle.flush()
+    open(marker, "w").close()
+    time.sleep(600)
+torch.save = save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_kill_9_during_a_save_leaves_complete_checkpoints(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    process = start_long_run(run_dir, tmp_path)
-    wait_for(run_dir / "checkpoints" / "step_000006.ckpt", process)
+    marker = tmp_path / "mid_save"
+    process = start_long_run(run_dir, tmp_path, wrapper=["-c", HALF_WRITTEN_SAVE, str(marker)])
+    wait_for(marker, process, tmp_path)  # last.ckpt's second save is half written: kill -9 now
     process.kill()
-    process.communicate(timeout=60)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    step, optimiser_step = step_of(last)  # a complete, loadable file: never half-written
-    # Lightning writes step_000006.ckpt before last.ckpt, so the kill may land between the two.
-    assert step >= 3 and step % 3 == 0 and optimiser_step == step
-    run_train("experiment=smoke", f"ckpt_path={last}", f"trainer.max_steps={step + 3}", f"hydra.run.dir={run_dir}",
-              cwd=tmp_path)
-    assert step_of(last) == (step + 3, step + 3)
+    process.wait(timeout=60)
+    checkpoints = run_dir / "checkpoints"
+    for path in checkpoints.glob("*.ckpt"):
+        step_of(path)  # every file named .ckpt is complete and loads
+    last = checkpoints / "last.ckpt"
+    assert step_of(last) == (3, 3), "last.ckpt still holds the previous complete save"
+    run_train("experiment=smoke", f"ckpt_path={last}", "trainer.max_steps=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert step_of(last) == (5, 5)
+    assert not list(checkpoints.glob("*.tmp")), "the killed writer's leftover is removed by the next save"
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # Steps of a second or so at 192 px, so that the second Ctrl-C lands inside one.
+    process = start_long_run(run_dir, tmp_path, "data.image_size=192")
+    wait_for(run_dir / "checkpoints" / "step_000003.ckpt", process, tmp_path)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    stderr = output_of(tmp_path)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "stopped at once by a second Ctrl-C" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        step_of(path)
+
+
+def train_in_process(run_dir: Path, *overrides: str):
+    """``nst_fast.train.train`` on the smoke config in this process, writing into ``run_dir``."""
+    from helpers import compose_train_config
+
+    from nst_fast.train import train
+
+    cfg = compose_train_config(
+        "experiment=smoke", f"trainer.default_root_dir={run_dir}", f"callbacks.checkpoint.dirpath={run_dir / 'checkpoints'}",
+        f"logger.tensorboard.save_dir={run_dir}", "callbacks.progress=null", *overrides,
+    )
+    return train(cfg)
+
+
+def test_last_checkpoint_written_once_and_resume_reads_the_checkpoint_once(tmp_path: Path, monkeypatch) -> None:
+    from nst_fast.checkpoint_io import AtomicCheckpointIO
+
+    saved: list[str] = []
+    real_save = AtomicCheckpointIO.save_checkpoint
+
+    def recording_save(self, checkpoint, path, *args, **kwargs):
+        saved.append(Path(path).name)
+        real_save(self, checkpoint, path, *args, **kwargs)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording_save)
+    # Step 6 is both a periodic save (every 3 steps, with save_last) and the end of the run.
+    train_in_process(tmp_path / "run")
+    assert saved == ["step_000003.ckpt", "last.ckpt", "step_000006.ckpt", "last.ckpt"]
+    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == (6, 6)
+
+    loads: list[str] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: (loads.append(str(getattr(f, "name", f))), real_load(f, *a, **k))[1])
+    saved.clear()
+    result = train_in_process(tmp_path / "resumed", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                              "trainer.max_steps=8")
+    assert len(loads) == 1, f"the checkpoint is read once, not {len(loads)} times: {loads}"
+    assert result.global_step == 8 and saved == ["last.ckpt"]  # ends between periodic saves: FinalCheckpoint writes it
+    assert step_of(tmp_path / "resumed" / "checkpoints" / "last.ckpt") == (8, 8)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from PIL import Image
+
 from image_factory import gradient, write_bad_images, write_good_images
 
 from nst_fast.data import ContentDataModule, ContentImages, collate, load_style_image
@@ -90,3 +92,30 @@ def test_style_image_resized_by_shorter_side(tmp_path: Path) -> None:
         load_style_image(tmp_path / "nope.jpg", 30)
     with pytest.raises(ImageReadError, match="style.image"):
         load_style_image(write_bad_images(tmp_path / "bad")["text"], 30)
+
+
+def first_batches(root: Path, rank: int, num_workers: int = 0, seed: int = 0) -> list[torch.Tensor]:
+    """All batches of one epoch as rank ``rank`` of two draws them, after seeding as training does."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(seed)
+    datamodule = ContentDataModule(root, image_size=32, batch_size=2, num_workers=num_workers, samples_per_epoch=8,
+                                   pin_memory=False)
+    datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+    datamodule.setup()
+    return [batch["image"] for batch in datamodule.train_dataloader()]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_each_rank_and_worker_draws_its_own_crops(tmp_path: Path, num_workers: int) -> None:
+    # One wide photo: every sample is that file, so only the random crop offsets and flips tell batches apart.
+    Image.fromarray(gradient(400, 80)).save(tmp_path / "wide.png")
+    rank0, rank1 = first_batches(tmp_path, 0, num_workers), first_batches(tmp_path, 1, num_workers)
+    assert all(not torch.equal(a, b) for a, b in zip(rank0, rank1)), "two ranks drew the same crops"
+    for rank, batches in ((0, rank0), (1, rank1)):
+        again = first_batches(tmp_path, rank, num_workers)
+        assert all(torch.equal(a, b) for a, b in zip(batches, again)), "crops are reproducible from the seed"
+    assert not torch.equal(rank0[0], first_batches(tmp_path, 0, num_workers, seed=1)[0]), "another seed, other crops"
+    if num_workers:
+        # Batches 0 and 1 come from workers 0 and 1: their streams differ too.
+        assert not torch.equal(rank0[0], rank0[1])

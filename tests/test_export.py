@@ -149,13 +149,62 @@ for name in ("odd", "batch"):
         np.testing.assert_allclose(y, eager(network, x), atol=1e-5, rtol=0)
 
 
-def test_failed_verification_leaves_nothing_behind(tmp_path) -> None:
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network(1))
+def test_wrong_graph_is_refused_by_the_parity_check(tmp_path, monkeypatch) -> None:
+    """A graph that runs but computes something else (another network's weights) is refused at the default tolerance."""
+    import nst_fast.export as export_module
+
+    real_export = export_module.export_onnx
+    monkeypatch.setattr(export_module, "export_onnx", lambda network, *a, **k: real_export(small_network(1), *a, **k))
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network(0))
     out_dir = tmp_path / "new" / "export"
-    with pytest.raises(ExportError, match=r"verification failed: max \|diff\|"):
-        export_checkpoint(ckpt, out_dir, torchscript=False, tolerance=0.0, log=lambda _: None)
+    refused = r"starry.onnx: verification failed: max \|diff\| to the eager network .* > tolerance 0.001"
+    with pytest.raises(ExportError, match=refused):
+        export_checkpoint(ckpt, out_dir, torchscript=False, log=lambda _: None)
     assert not (tmp_path / "new").exists()  # neither the out_dir nor the parent it had to create
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+
+
+def _raise(error: BaseException):
+    def raiser(*args, **kwargs):
+        raise error
+    return raiser
+
+
+@pytest.mark.parametrize(
+    "target, error, message",
+    [
+        ("onnx.checker.check_model", onnx.checker.ValidationError("Nodes in a graph must be topologically sorted"),
+         "starry.onnx: verification crashed (ValidationError: Nodes in a graph must be topologically sorted)"),
+        ("nst_fast.export._ort_session", RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad\nmore"),
+         "starry.onnx: verification crashed (RuntimeError: [ONNXRuntimeError] : 10 : INVALID_GRAPH : bad)"),
+        ("nst_fast.export._ort_session", OSError(24, "Too many open files"),
+         "starry.onnx: verification crashed (OSError: [Errno 24] Too many open files)"),
+        ("torch.jit.load", RuntimeError("PytorchStreamReader failed reading zip archive"),
+         "starry.torchscript.pt: verification crashed (RuntimeError: PytorchStreamReader failed reading zip archive)"),
+    ],
+    ids=["onnx-checker", "onnxruntime", "oserror-in-check", "jit-load"],
+)
+def test_crashing_verification_is_a_one_line_error(tmp_path, monkeypatch, target, error, message) -> None:
+    monkeypatch.setattr(target, _raise(error))
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network())
+    with pytest.raises(ExportError) as info:  # TorchScript only where its check is the one that crashes
+        export_checkpoint(ckpt, tmp_path / "out", torchscript=target == "torch.jit.load", log=lambda _: None)
+    assert str(info.value) == message
+    assert "cannot write" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_torchscript_file_keeps_the_size_check(exported) -> None:
+    """The traced file works at any size >= 5 and refuses smaller inputs with the eager network's message."""
+    run, network, _, _ = exported
+    model = torch.jit.load(str(run / "export" / "starry.torchscript.pt"))
+    for shape in [(1, 3, 5, 5), (2, 3, 7, 13), (1, 3, 66, 94), (1, 3, 101, 6)]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            np.testing.assert_allclose(model(x).numpy(), eager(network, x.numpy()), atol=1e-5, rtol=0)
+    for shape in [(1, 3, 4, 9), (1, 3, 9, 3), (1, 3, 1, 1)]:
+        with pytest.raises(Exception, match=r"TransformerNet expects RGB images \[B, 3, H, W\] with H, W >= 5"):
+            model(torch.rand(shape))
 
 
 def _corrupt(path: Path) -> Path:
@@ -222,16 +271,18 @@ def test_cli_writes_only_to_out_dir(tmp_path) -> None:
     assert [p.name for p in (tmp_path / "run" / "export").iterdir()] == ["starry.onnx"]
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "ckpt_path is required"),
-    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
+@pytest.mark.parametrize("args, message, status", [
+    ([], "ckpt_path is required", 2),
+    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist", 2),
+    (["ckpt_path=CKPT", "export.tolerance=-1"], "verification failed: max |diff|", 1),
 ])
-def test_cli_errors_are_one_line(tmp_path, args, message) -> None:
-    done = _run_cli(args, tmp_path)
-    assert done.returncode != 0
+def test_cli_errors_are_one_line(tmp_path, args, message, status) -> None:
+    ckpt = save_checkpoint(tmp_path / "ckpt" / "last.ckpt", small_network())
+    done = _run_cli([arg.replace("CKPT", str(ckpt)) for arg in args], tmp_path / "ckpt")
+    assert done.returncode == status, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ckpt", "last.ckpt"]
 
 
 # --- Multi-style networks: a second input, style_weights -------------------------------------------------------
@@ -348,3 +399,7 @@ def test_verification_weights_cover_styles_blends_and_doses() -> None:
     assert any(0 < max(c) < 1 and abs(sum(c) - 1) < 1e-6 for c in cases), "a blend"
     assert any(0 < sum(c) < 1 for c in cases) and (0, 0, 0) in cases, "reduced and zero strength"
     assert verification_weights(CheckpointInfo(transformer={}, styles=MULTI_STYLES[:1])) == [None]
+
+def test_cli_config_mistake_is_a_usage_error(tmp_path) -> None:
+    done = _run_cli(["ckpt_path=/nonexistent/last.ckpt", "export.no_such_key=1"], tmp_path)
+    assert done.returncode == 2 and "Could not override 'export.no_such_key'" in done.stderr, done.stderr

@@ -190,16 +190,11 @@ def test_folder_with_broken_file(models, tmp_path, capsys) -> None:
     assert np.asarray(Image.open(tmp_path / "out" / "trip" / "day1" / "b.jpg")).shape == (25, 19, 3)
 
 
-def test_same_sized_images_are_batched(models, tmp_path, capsys, monkeypatch) -> None:
+def recording_model(monkeypatch, calls: list, fail_batches: bool = False) -> None:
+    """Make ``load_model`` return the real model, recording each call's batch shape in ``calls``; ``fail_batches``: calls
+    with more than one image raise MemoryError, as a model out of memory would."""
     import nst_fast.stylize as stylize_module
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    sizes = {"a": (20, 30), "b": (20, 30), "c": (20, 30), "d": (24, 18), "e": (20, 30)}
-    for index, (name, (height, width)) in enumerate(sizes.items()):
-        Image.fromarray(pattern(height, width, index)).save(photos / f"{name}.png")
-    (photos / "broken.png").write_bytes(b"\x89PNG truncated")
-    calls: list[tuple[int, ...]] = []
     real_load = stylize_module.load_model
 
     def recording_load(*args, **kwargs):
@@ -209,12 +204,25 @@ def test_same_sized_images_are_batched(models, tmp_path, capsys, monkeypatch) ->
         class Recording(type(model)):
             def __call__(self, batch):
                 calls.append(batch.shape)
+                if fail_batches and batch.shape[0] > 1:
+                    raise MemoryError("out of memory for a batch")
                 return real_call(batch)
 
         model.__class__ = Recording
         return model
 
     monkeypatch.setattr(stylize_module, "load_model", recording_load)
+
+
+def test_same_sized_images_are_batched(models, tmp_path, capsys, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {"a": (20, 30), "b": (20, 30), "c": (20, 30), "d": (24, 18), "e": (20, 30)}
+    for index, (name, (height, width)) in enumerate(sizes.items()):
+        Image.fromarray(pattern(height, width, index)).save(photos / f"{name}.png")
+    (photos / "broken.png").write_bytes(b"\x89PNG truncated")
+    calls: list[tuple[int, ...]] = []
+    recording_model(monkeypatch, calls)
     status, err = run(["--model", models["onnx"], photos, "-o", tmp_path / "out", "--batch-size", "2"], capsys)
     assert status == 1 and "broken.png" in err
     # a, b together; broken skipped; c alone (d has another size); d alone; e alone.
@@ -222,6 +230,66 @@ def test_same_sized_images_are_batched(models, tmp_path, capsys, monkeypatch) ->
     for index, (name, (height, width)) in enumerate(sizes.items()):
         out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
         assert max_level_diff(out, expected(models["network"], pattern(height, width, index))) <= 1
+
+
+def test_failed_batch_is_retried_one_by_one(models, tmp_path, capsys, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, name in enumerate("abc"):
+        Image.fromarray(pattern(20, 30, index)).save(photos / f"{name}.png")
+    (tmp_path / "out" / "b.png").mkdir(parents=True)  # b's output cannot be written: a folder is in the way
+    calls: list[int] = []
+    recording_model(monkeypatch, calls)
+    status, err = run(["--model", models["onnx"], photos, "-o", tmp_path / "out", "--batch-size", "3"], capsys)
+    assert status == 1
+    assert [shape[0] for shape in calls] == [3, 1, 1, 1], "the failed batch of three is run again image by image"
+    failures = [line for line in err.splitlines() if line.startswith("nst-stylize:")]
+    assert len(failures) == 1 and "b.png" in failures[0], err
+    for index, name in ((0, "a"), (2, "c")):
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert max_level_diff(out, expected(models["network"], pattern(20, 30, index))) <= 1
+
+
+def test_batch_the_model_cannot_run_is_retried_one_by_one(models, tmp_path, capsys, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, name in enumerate("abc"):
+        Image.fromarray(pattern(20, 30, index)).save(photos / f"{name}.png")
+    calls: list[int] = []
+    recording_model(monkeypatch, calls, fail_batches=True)
+    status, err = run(["--model", models["onnx"], photos, "-o", tmp_path / "out", "--batch-size", "2"], capsys)
+    assert status == 0, err
+    assert [shape[0] for shape in calls] == [2, 1, 1, 1]
+    for index, name in enumerate("abc"):
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert max_level_diff(out, expected(models["network"], pattern(20, 30, index))) <= 1
+
+
+@pytest.mark.parametrize(
+    "kind, options, target, warning",
+    [
+        ("onnx", ["--device", "cuda"], "out.png", "--device cuda has no effect on ONNX models"),
+        ("torchscript", ["--provider", "cpu"], "out.png", "--provider cpu has no effect on torch models"),
+        ("ckpt", ["--threads", "2"], "out.png", "--threads 2 has no effect on torch models"),
+        ("uint8", ["--batch-size", "8"], "out.png", "--batch-size 8 has no effect on uint8 models"),
+        ("onnx", ["--crf", "30"], "clip.avi", "--crf 30 has no effect on clip.avi"),
+        ("onnx", [], "out.png", None),
+        ("onnx", ["--crf", "30", "--provider", "cpu", "--threads", "1"], "clip.mp4", None),
+    ],
+)
+def test_options_the_model_or_output_ignores_are_warned_about(models, tmp_path, capsys, kind, options, target, warning) -> None:
+    source = tmp_path / ("clip.mp4" if target.startswith("clip") else "in.png")
+    if target.startswith("clip"):
+        make_video(source, frames=2)
+    else:
+        Image.fromarray(pattern(20, 24)).save(source)
+    status, err = run(["--model", models[kind], source, "-o", tmp_path / "out" / target, *options], capsys)
+    assert status == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("nst-stylize: warning:")]
+    if warning is None:
+        assert warnings == [], err
+    else:
+        assert len(warnings) == 1 and warning in warnings[0], err
 
 
 def test_not_an_image_is_one_line(models, tmp_path, capsys) -> None:
@@ -364,11 +432,11 @@ def test_video_in_folder_keeps_container(models, tmp_path, capsys) -> None:
 
 
 def test_console_script(models, tmp_path) -> None:
+    # CI installs the package (pip install -e .), so the console script must be there: missing is a failure.
     script = Path(sys.executable).parent / "nst-stylize"
     if not script.exists():
         script = shutil.which("nst-stylize")
-    if script is None:
-        pytest.skip("nst-stylize console script not installed")
+    assert script is not None, "nst-stylize console script not installed: pip install -e ."
     Image.fromarray(pattern(20, 24)).save(tmp_path / "x.png")
     done = subprocess.run([str(script), "--model", str(models["onnx"]), str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png")],
                           capture_output=True, text=True, timeout=120)

@@ -1,5 +1,6 @@
 """End-to-end training: the smoke experiment, TensorBoard contents, checkpoints, resume, bad input."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,23 @@ from nst_fast.checkpoint import load_transformer
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     run_dir = tmp_path_factory.mktemp("smoke")
-    run_train("experiment=smoke", f"hydra.run.dir={run_dir}", cwd=tmp_path_factory.mktemp("cwd"))
-    return run_dir
+    result = run_train("experiment=smoke", f"hydra.run.dir={run_dir}", cwd=tmp_path_factory.mktemp("cwd"))
+    return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke: tuple[Path, subprocess.CompletedProcess]) -> Path:
+    return smoke[0]
+
+
+def test_smoke_prints_no_warning_about_our_configuration(smoke: tuple[Path, subprocess.CompletedProcess]) -> None:
+    _, result = smoke
+    output = result.stdout + result.stderr
+    assert "module(s) in eval mode" not in output, "the frozen loss network is in eval mode on purpose"
+    ours = [line for line in output.splitlines() if "][WARNING]" in line]
+    assert len(ours) == 1 and "random weights (loss.weights=none)" in ours[0], ours  # what the smoke config asks for
 
 
 def test_smoke_writes_checkpoints(smoke_run: Path) -> None:
@@ -92,7 +106,7 @@ def test_resume_continues_global_step_and_optimiser(smoke_run: Path, tmp_path: P
 )
 def test_bad_input_fails_before_training(tmp_path: Path, overrides: list[str], message: str) -> None:
     result = run_train("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2, "a usage error, whether Hydra or our checks find it"
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -235,3 +249,55 @@ def test_finetune_adds_a_style_and_trains_only_its_norm_rows(multi_run: Path, tm
     result = run_train("experiment=smoke", "style=[starry]", f"finetune_from={base}",
                        f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path, check=False)
     assert result.returncode == 2 and "already has style(s) ['starry']" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.samples_per_epoch=null", "data.batch_size=7"], "6 samples per epoch cannot fill one batch"),
+        (["data.samples_per_epoch=null", "data.batch_size=4", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+         "6 samples per epoch cannot fill one batch of data.batch_size=4 on each of 2 device(s)"),
+        (["callbacks.images.every_n_steps=0"], "callbacks.images: every_n_steps=0"),
+    ],
+)
+def test_config_errors_come_before_the_loss_network_loads(tmp_path: Path, overrides: list[str], message: str) -> None:
+    # Weights that cannot be read: if they were loaded first, their error would be the one reported.
+    unreadable = tmp_path / "vgg16.pth"
+    unreadable.write_text("not a state dict")
+    result = run_train("experiment=smoke", f"loss.weights={unreadable}", *overrides,
+                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "could not read loss network weights" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.base_channels=16", "was trained with transformer {'base_channels': 8, 'residual_blocks': 1}"),
+        ("model.residual_blocks=2", "was trained with transformer {'base_channels': 8, 'residual_blocks': 1}"),
+        ("style.starry.size=128", "trained for the styles ['starry@64'], but this run is configured for ['starry@128']"),
+    ],
+)
+def test_resume_refuses_another_network_or_style_size(smoke_run: Path, tmp_path: Path, override: str, message: str) -> None:
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    result = run_train("experiment=smoke", override, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'run'}",
+                       cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_nonfinite_losses_stop_with_their_own_status_and_keep_checkpoints(tmp_path: Path) -> None:
+    # A huge learning rate: the first steps are finite, their updates blow the weights up, later losses are NaN/inf.
+    run_dir = tmp_path / "run"
+    result = run_train("experiment=smoke", "optimizer.lr=1e30", "trainer.max_steps=50", "max_consecutive_nonfinite=3",
+                       "callbacks.checkpoint.every_n_train_steps=1", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+                       check=False)
+    assert result.returncode == 3, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "3 such steps in a row, stopping" in errors[0] and "Traceback" not in result.stderr
+    steps = sorted(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.ckpt"))
+    assert steps and steps == list(range(1, steps[-1] + 1)), "every finite step's checkpoint is kept"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps[-1]
+    assert f"non-finite loss at step {steps[-1]}:" in errors[0], "skipped steps do not advance the step"
