@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--multi", type=Path, required=True, help="checkpoint of the multi-style network")
     parser.add_argument("--single", action="append", default=[], metavar="NAME=CKPT",
                         help="a single-style network to compare the multi-style one with (repeat)")
-    parser.add_argument("--finetune-run", type=Path, help="run folder of a fine-tuning run (its step_*.ckpt)")
+    parser.add_argument("--finetune-run", type=Path, action="append", default=[],
+                        help="run folder of a fine-tuning run (its step_*.ckpt); repeat to compare several")
     parser.add_argument("--scratch", type=Path, help="from-scratch single-style network of the fine-tuned style")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet (JPEG) here")
     parser.add_argument("--photos", type=Path, default=heldout.DEFAULT_PHOTOS)
@@ -181,12 +182,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ["style cost at strength", *[f"{s:g}" for s in STRENGTHS], "falls monotonically"],
     ))
 
-    if args.finetune_run and args.scratch:
-        curve = finetune_curve(args.finetune_run, args.scratch, loss, photos)
-        record["finetune"] = curve
+    record["finetune"] = {}
+    for run in args.finetune_run if args.scratch else []:
+        curve = finetune_curve(run, args.scratch, loss, photos)
+        record["finetune"][run.name] = curve
         scratch = curve["scratch"]
-        print(f"\nfine-tuning {curve['style']}: from scratch (step {scratch['step']}) style {scratch['style']:.4g}, "
-              f"content {scratch['content']:.4g}, total {scratch['total']:.4g}")
+        print(f"\nfine-tuning {curve['style']} ({run.name}): from scratch (step {scratch['step']}) style "
+              f"{scratch['style']:.4g}, content {scratch['content']:.4g}, total {scratch['total']:.4g}")
         print(common.table([[p["step"], p["minutes"] if p["minutes"] is not None else "-", p["style"], p["content"],
                              p["total"]] for p in curve["points"]], ["step", "minutes", "style", "content", "total"]))
         for key in ("reached_both", "reached_total"):

@@ -66,3 +66,66 @@ def test_size_parsing(bench_module) -> None:
     assert train_step.parse_variant("bf16-mixed+channels_last") == ("bf16-mixed", frozenset({"channels_last"}))
     with pytest.raises(SystemExit):
         train_step.parse_variant("32-true+turbo")
+
+
+def _save(path: Path, network, styles: list[dict], identity: bool, step: int) -> Path:
+    import torch
+
+    from nst_fast.checkpoint import checkpoint_metadata
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": step,
+                "nst_fast": checkpoint_metadata(network, styles, identity)}, path)
+    return path
+
+
+def test_multistyle_report_writes_record_and_sheet(bench_module, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from helpers import small_network
+    from image_factory import write_good_images
+
+    from nst_fast.config import asset_path
+
+    write_good_images(tmp_path / "photos")
+    styles = [{"name": n, "image": asset_path(f"styles/{f}"), "size": 32}
+              for n, f in (("starry", "starry_night.jpg"), ("wave", "wave.jpg"))]
+    multi = _save(tmp_path / "multi" / "checkpoints" / "last.ckpt", small_network(1, 3), styles, True, 10)
+    single = _save(tmp_path / "single" / "checkpoints" / "last.ckpt", small_network(2), styles[:1], False, 5)
+    new = {"name": "udnie", "image": asset_path("styles/udnie.jpg"), "size": 32}
+    scratch = _save(tmp_path / "scratch" / "checkpoints" / "last.ckpt", small_network(3), [new], False, 5)
+    for step in (1, 2):
+        _save(tmp_path / "tuned" / "checkpoints" / f"step_{step:06d}.ckpt", small_network(step, 4), styles + [new],
+              True, step)
+    multistyle = bench_module("multistyle")
+    record = multistyle.main([
+        "--multi", str(multi), "--single", f"starry={single}", "--finetune-run", str(tmp_path / "tuned"),
+        "--scratch", str(scratch), "--sheet", str(tmp_path / "sheet.jpg"), "--photos", str(tmp_path / "photos"),
+        "--vgg-weights", "none", "--size", "32", "--out-dir", str(tmp_path / "records"),
+    ])
+    saved = json.loads(Path(record["record_path"]).read_text())
+    rows = {row["style"]: row for row in saved["comparison"]}
+    assert set(rows) == {"starry", "wave"} and "single" in rows["starry"] and "single" not in rows["wave"]
+    assert all(rows["starry"][k]["style"] > 0 and rows["starry"][k]["content"] > 0 for k in ("multi", "single"))
+    ramp = saved["strength"]["ramps"]["wave"]
+    assert ramp["strengths"] == [0.0, 0.25, 0.5, 0.75, 1.0] and len(ramp["costs"]) == 5
+    assert saved["strength"]["identity_psnr_db"] > 0
+    curve = saved["finetune"]["tuned"]
+    assert curve["style"] == "udnie" and [p["step"] for p in curve["points"]] == [1, 2]
+    with Image.open(tmp_path / "sheet.jpg") as sheet:
+        # Photos, two styles, a blend and a strength ramp: 5 rows; 5 columns of 192 px tiles (fewer photos: fewer).
+        assert sheet.height == 5 * (192 + 4) + 4
+
+
+def test_heldout_psnr_and_condition_weights(bench_module) -> None:
+    import torch
+
+    from nst_fast.checkpoint import CheckpointInfo
+
+    heldout = bench_module("heldout")
+    image = torch.rand(1, 3, 8, 8)
+    assert heldout.psnr(image, image) == float("inf")
+    assert abs(heldout.psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1)) - 20.0) < 1e-5  # float32 0.1
+    info = CheckpointInfo(transformer={"num_conditions": 3}, styles=[{"name": "a"}, {"name": "b"}], identity=True)
+    torch.testing.assert_close(heldout.condition_weights(info, [0.2, 0.5]), torch.tensor([[0.2, 0.5, 0.3]]))
+    assert heldout.condition_weights(CheckpointInfo(transformer={}, styles=[{"name": "a"}]), [1.0]) is None

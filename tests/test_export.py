@@ -25,15 +25,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STYLE = {"name": "starry", "image": "/data/styles/starry_night.jpg", "size": 512}
 
 
-def save_checkpoint(path: Path, network: TransformerNet, style: dict = STYLE, step: int = 7) -> Path:
+def save_checkpoint(
+    path: Path, network: TransformerNet, style: dict | list[dict] = STYLE, step: int = 7, identity: bool = False
+) -> Path:
     """A checkpoint as training writes it, without Lightning: transformer weights under ``transformer.`` and
     other entries (loss network, style targets) that export must ignore."""
     state = {f"transformer.{k}": v for k, v in network.state_dict().items()}
     state["loss_network.features.0.weight"] = torch.zeros(4, 3, 3, 3)
     state["style_grams.0"] = torch.ones(4, 4)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "global_step": step, "nst_fast": checkpoint_metadata(network, style)}, path)
+    meta = checkpoint_metadata(network, style, identity)
+    torch.save({"state_dict": state, "global_step": step, "nst_fast": meta}, path)
     return path
+
+
+def export_all(folder: Path, network: TransformerNet, **checkpoint: object):
+    """Every format of ``network``'s checkpoint, verified: the run folder, the network, the result, the log."""
+    ckpt = save_checkpoint(folder / "checkpoints" / "last.ckpt", network, **checkpoint)
+    lines: list[str] = []
+    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, log=lines.append)
+    return folder, network, result, lines
 
 
 def eager(network: TransformerNet, x: np.ndarray) -> np.ndarray:
@@ -43,12 +54,7 @@ def eager(network: TransformerNet, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    network = small_network()
-    ckpt = save_checkpoint(run / "checkpoints" / "last.ckpt", network)
-    lines: list[str] = []
-    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, log=lines.append)
-    return run, network, result, lines
+    return export_all(tmp_path_factory.mktemp("run"), small_network())
 
 
 def test_writes_all_formats_beside_the_run(exported) -> None:
@@ -295,14 +301,6 @@ def multi_network(seed: int = 0) -> TransformerNet:
     return small_network(seed, num_conditions=4)
 
 
-def save_multi_checkpoint(path: Path, network: TransformerNet) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"transformer.{k}": v for k, v in network.state_dict().items()}
-    torch.save({"state_dict": state, "global_step": 9,
-                "nst_fast": checkpoint_metadata(network, MULTI_STYLES, identity=True)}, path)
-    return path
-
-
 def eager_weighted(network: TransformerNet, x: np.ndarray, style_weights: np.ndarray) -> np.ndarray:
     """The network with the identity taking 1 - sum of the style weights."""
     w = torch.from_numpy(style_weights)
@@ -313,12 +311,7 @@ def eager_weighted(network: TransformerNet, x: np.ndarray, style_weights: np.nda
 
 @pytest.fixture(scope="module")
 def exported_multi(tmp_path_factory):
-    run = tmp_path_factory.mktemp("multi")
-    network = multi_network()
-    ckpt = save_multi_checkpoint(run / "checkpoints" / "last.ckpt", network)
-    lines: list[str] = []
-    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, log=lines.append)
-    return run, network, result, lines
+    return export_all(tmp_path_factory.mktemp("multi"), multi_network(), style=MULTI_STYLES, identity=True)
 
 
 def test_multi_style_export_takes_style_weights_per_image(exported_multi) -> None:
@@ -365,7 +358,8 @@ def test_verification_checks_blends_and_strength(tmp_path, monkeypatch) -> None:
     # must be refused: the verification runs blends and reduced strengths, not only the styles themselves.
     from nst_fast import export as export_module
 
-    ckpt = save_multi_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", multi_network(2))
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", multi_network(2), MULTI_STYLES,
+                           identity=True)
 
     class Snapping(torch.nn.Module):
         def __init__(self, network: torch.nn.Module, identity: bool) -> None:
@@ -403,3 +397,19 @@ def test_verification_weights_cover_styles_blends_and_doses() -> None:
 def test_cli_config_mistake_is_a_usage_error(tmp_path) -> None:
     done = _run_cli(["ckpt_path=/nonexistent/last.ckpt", "export.no_such_key=1"], tmp_path)
     assert done.returncode == 2 and "Could not override 'export.no_such_key'" in done.stderr, done.stderr
+
+
+def test_checkpoints_from_before_multi_style_still_export(tmp_path) -> None:
+    # Their metadata has "style" only (no "styles", no "identity"): one style, one input.
+    network = small_network(4)
+    ckpt = save_checkpoint(tmp_path / "old" / "last.ckpt", network)
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["nst_fast"] = {key: checkpoint["nst_fast"][key] for key in ("format", "version", "transformer", "style")}
+    torch.save(checkpoint, ckpt)
+    result = export_checkpoint(ckpt, torchscript=False, log=lambda _: None)
+    session = ort.InferenceSession(str(result.file("onnx")), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["nst_fast.styles"]) == ["starry"] and meta["nst_fast.identity"] == "false"
+    x = np.random.default_rng(7).random((1, 3, 20, 24), dtype=np.float32)
+    np.testing.assert_allclose(session.run(None, {"image": x})[0], eager(network, x), atol=1e-4, rtol=0)
