@@ -44,6 +44,7 @@ class CheckpointInfo:
     identity: bool = False
     global_step: int = 0
     version: str = ""
+    trained: list[str] | None = None
 
     @property
     def style(self) -> dict[str, Any]:
@@ -61,13 +62,18 @@ class CheckpointInfo:
 
 
 def checkpoint_metadata(
-    transformer: TransformerNet, styles: list[dict[str, Any]] | dict[str, Any], identity: bool = False
+    transformer: TransformerNet, styles: list[dict[str, Any]] | dict[str, Any], identity: bool = False,
+    trained: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``checkpoint["nst_fast"]`` entry for a network trained on ``styles`` (each: name, image path, size;
-    one style may be passed as a dict), plus the identity condition if ``identity``."""
+    one style may be passed as a dict), plus the identity condition if ``identity``. ``trained``: the names of
+    the conditions the run trains (fewer than all when fine-tuning; ``None``: all)."""
     styles = [styles] if isinstance(styles, dict) else [dict(style) for style in styles]
-    return {"format": CHECKPOINT_FORMAT, "version": __version__, "transformer": dict(transformer.config),
+    meta = {"format": CHECKPOINT_FORMAT, "version": __version__, "transformer": dict(transformer.config),
             "styles": styles, "identity": bool(identity), "style": styles[0] if styles else {}}
+    if trained is not None:
+        meta["trained"] = list(trained)
+    return meta
 
 
 def checkpoint_info(checkpoint: dict[str, Any]) -> CheckpointInfo:
@@ -82,6 +88,7 @@ def checkpoint_info(checkpoint: dict[str, Any]) -> CheckpointInfo:
         identity=bool(meta.get("identity", False)),
         global_step=int(checkpoint.get("global_step", 0)),
         version=str(meta.get("version", "")),
+        trained=list(meta["trained"]) if meta.get("trained") is not None else None,
     )
 
 

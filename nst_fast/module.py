@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from nst_fast.checkpoint import CHECKPOINT_KEY, checkpoint_metadata
-from nst_fast.errors import NonFiniteLossError
+from nst_fast.checkpoint import CHECKPOINT_KEY, IDENTITY_NAME, checkpoint_metadata
+from nst_fast.errors import ConfigError, NonFiniteLossError
 from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
 from nst_fast.perceptual import IDENTITY, Costs, PerceptualLoss
 
@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 #: Prefix of the frozen VGG weights in the state dict; they are not stored in checkpoints (rebuilt from config).
 LOSS_NETWORK_PREFIX = "loss.features."
-
-
-#: Name of the identity condition in logs, previews and exported metadata.
-IDENTITY_NAME = "identity"
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -135,9 +131,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._report_skipped(batch.get("skipped", []))
-        conditions = self.batch_conditions(
-            batch["image"].shape[0], self.global_step, self.global_rank, self.trainer.world_size
-        )
+        # Each micro-batch of an accumulated step continues the sequence, so an update still mixes conditions.
+        accumulate = self.trainer.accumulate_grad_batches
+        position = self.global_step * accumulate + batch_idx % accumulate
+        conditions = self.batch_conditions(batch["image"].shape[0], position, self.global_rank, self.trainer.world_size)
         costs = self.compute_costs(batch["image"], conditions)
         finite = bool(torch.isfinite(costs.total).item())
         # Every rank must take the same decision, or DDP's gradient all-reduce hangs.
@@ -146,15 +143,14 @@ class StyleTransferModule(pl.LightningModule):
             return self._skip_nonfinite(costs)
         self.consecutive_nonfinite = 0
         batch_size = batch["image"].shape[0]
-        metrics = {
-            "train/content": costs.content,
-            "train/style": costs.style,
-            "train/total_variation": costs.total_variation,
-        }
-        for name, cost in costs.style_layers.items():
-            metrics[f"train/style_layer/{name}"] = cost
-            # What each layer adds to the total: compare these when choosing lambda_l.
-            metrics[f"train/style_weighted/{name}"] = self.loss.style_weight * self.loss.style_layers[name] * cost
+        metrics = {"train/content": costs.content}
+        if bool((self.style_index_of_condition[conditions] != IDENTITY).any()):  # not an identity-only batch
+            metrics["train/style"] = costs.style
+            metrics["train/total_variation"] = costs.total_variation
+            for name, cost in costs.style_layers.items():
+                metrics[f"train/style_layer/{name}"] = cost
+                # What each layer adds to the total: compare these when choosing lambda_l.
+                metrics[f"train/style_weighted/{name}"] = self.loss.style_weight * self.loss.style_layers[name] * cost
         if len(self.condition_names) > 1:
             metrics.update(self._per_condition_metrics(costs, conditions))
         self.log_dict(metrics, batch_size=batch_size, sync_dist=False)
@@ -213,10 +209,20 @@ class StyleTransferModule(pl.LightningModule):
             self.log("data/skipped_files", float(len(self.skipped_files)), batch_size=1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory([p for p in self.transformer.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory([p for p in self.transformer.parameters() if p.requires_grad])
+        fine_tuning = len(self.trained_conditions) < self.transformer.num_conditions
+        decay = [group.get("weight_decay", 0.0) for group in optimizer.param_groups]
+        if fine_tuning and any(decay):
+            # Weight decay would move the frozen rows of the norm tables, whose gradients alone are zeroed.
+            raise ConfigError(
+                f"optimizer weight_decay={max(decay)} would change the base network's styles while fine-tuning: "
+                "set optimizer.weight_decay=0 with finetune_from"
+            )
+        return optimizer
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(self.transformer, self.styles, self.identity)
+        trained = [self.condition_names[c] for c in self.trained_conditions.tolist()]
+        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(self.transformer, self.styles, self.identity, trained)
         checkpoint["state_dict"] = {
             key: value for key, value in checkpoint["state_dict"].items() if not key.startswith(LOSS_NETWORK_PREFIX)
         }

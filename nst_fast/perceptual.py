@@ -24,8 +24,8 @@ class Costs:
     """Batch means of each term (scalars) and of each unweighted per-layer style cost, and per-sample costs.
 
     Style terms average over the samples trained for a style (identity samples have no style cost).
-    ``sample_content``, ``sample_style``: ``[B]`` unweighted costs per sample (style 0 for identity samples);
-    ``style_index``: ``[B]`` each sample's style (``IDENTITY`` for the identity), for per-style curves.
+    ``sample_content``, ``sample_style``: ``[B]`` unweighted costs per sample (style 0 for identity samples),
+    for per-style curves.
     """
 
     total: Tensor
@@ -35,7 +35,6 @@ class Costs:
     style_layers: dict[str, Tensor]
     sample_content: Tensor
     sample_style: Tensor
-    style_index: Tensor
 
 
 class PerceptualLoss(nn.Module):
@@ -140,5 +139,4 @@ class PerceptualLoss(nn.Module):
             style_layers={name: styled_mean(cost) for name, cost in per_layer.items()},
             sample_content=content.detach(),
             sample_style=style.detach(),
-            style_index=style_index,
         )

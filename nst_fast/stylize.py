@@ -160,16 +160,16 @@ def parse_style_weights(model: StyleModel, style: str | None, strength: float | 
         if not parts:
             raise StylizeError(f"--style {style!r} names no style (styles: {names})")
         for part in parts:
-            name, _, value = part.partition("=")
+            name, separator, value = part.partition("=")
             name = name.strip()
             if name not in model.styles:
                 raise StylizeError(f"--style: unknown style {name!r}; this model has: {names}")
             try:
-                weight = float(value) if value else 1.0
+                weight = float(value) if separator else 1.0
             except ValueError:
                 raise StylizeError(f"--style: weight {value!r} of {name!r} is not a number (styles: {names})") from None
             if not np.isfinite(weight) or weight < 0:
-                raise StylizeError(f"--style: weight {value} of {name!r} must be >= 0 (styles: {names})")
+                raise StylizeError(f"--style: weight {value} of {name!r} must be a finite number >= 0 (styles: {names})")
             weights[model.styles.index(name)] += weight
         total = float(weights.sum())
         if total > 1.0 + 1e-6:

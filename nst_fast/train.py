@@ -74,7 +74,7 @@ class NetworkPlan:
 
     ``styles``: checkpoint records (name, image, size) in condition order, then the identity if ``identity``;
     ``specs``: the styles this run trains (their targets go into the loss); ``trained``: their condition
-    indices (plus the identity's when it is trained), ``None`` for all conditions.
+    indices when fine-tuning, ``None`` when the run trains all conditions.
     """
 
     network: TransformerNet
@@ -148,6 +148,15 @@ def check_resume(ckpt_path: str, cfg: DictConfig, plan: NetworkPlan) -> dict[str
         raise ConfigError(
             f"ckpt_path={ckpt_path!r} was trained for the styles {found}, but this run is configured for "
             f"{configured}: resume with the same style selection, style sizes and identity as the original run"
+        )
+    every = _style_list(info.styles, info.identity)
+    names = [name.split("@")[0] for name in every]
+    found_trained = info.trained if info.trained is not None else names
+    trained = names if plan.trained is None else [names[c] for c in plan.trained]
+    if found_trained != trained:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} trained the conditions {found_trained}, but this run would train {trained}: "
+            "resume a fine-tuning run with the same finetune_from and style, and a full run without finetune_from"
         )
     if info.transformer != plan.network.config:
         raise ConfigError(

@@ -105,3 +105,25 @@ def test_finetuning_freezes_everything_but_the_new_rows() -> None:
         else:
             assert torch.equal(value, after[key]), f"{key} is frozen"
     assert any(not torch.equal(before[key][2], after[key][2]) for key in norms)
+
+
+def test_finetuning_refuses_weight_decay_which_would_move_the_frozen_rows() -> None:
+    from functools import partial
+
+    from nst_fast.errors import ConfigError
+    from nst_fast.models.transformer import TransformerNet
+    from nst_fast.module import StyleTransferModule
+
+    cfg = compose_train_config("experiment=smoke")
+    from hydra.utils import instantiate
+
+    loss = instantiate(cfg.loss)
+    loss.set_styles([torch.rand(1, 3, 64, 64)])
+    module = StyleTransferModule(
+        TransformerNet(8, 1, num_conditions=3), loss, partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.01),
+        styles=[{"name": "a"}, {"name": "b"}], identity=True, trained_conditions=[1],
+    )
+    with pytest.raises(ConfigError, match="weight_decay=0.01 would change the base network's styles"):
+        module.configure_optimizers()
+    module.optimizer_factory = partial(torch.optim.Adam, lr=1e-2)
+    assert len(module.configure_optimizers().param_groups[0]["params"]) == 2 * 7  # the 7 norms' tables only

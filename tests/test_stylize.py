@@ -202,11 +202,11 @@ def recording_model(monkeypatch, calls: list, fail_batches: bool = False) -> Non
         real_call = model.__call__
 
         class Recording(type(model)):
-            def __call__(self, batch):
+            def __call__(self, batch, weights=None):
                 calls.append(batch.shape)
                 if fail_batches and batch.shape[0] > 1:
                     raise MemoryError("out of memory for a batch")
-                return real_call(batch)
+                return real_call(batch, weights)
 
         model.__class__ = Recording
         return model
@@ -333,7 +333,7 @@ def _foreign_onnx(path: Path, input_name: str, with_metadata: bool) -> Path:
     "make, message",
     [
         (lambda p: _foreign_onnx(p / "m.onnx", "image", with_metadata=False), "not an nst-fast model (no"),
-        (lambda p: _foreign_onnx(p / "m.onnx", "input", with_metadata=True), "expected one input 'image'"),
+        (lambda p: _foreign_onnx(p / "m.onnx", "input", with_metadata=True), "expected input 'image' of tensor(float)"),
         (lambda p: (p / "m.onnx").write_bytes(b"garbage" * 50) and p / "m.onnx", "not a loadable ONNX model"),
         (lambda p: (p / "m.pt").write_bytes(b"garbage" * 50) and p / "m.pt", "not a loadable TorchScript file"),
         (lambda p: (p / "m.bin").write_bytes(b"x") and p / "m.bin", "unknown model type"),
@@ -533,7 +533,9 @@ def test_list_styles(multi_models, models, capsys) -> None:
 @pytest.mark.parametrize(("options", "message"), [
     ([], "this model has 3 styles: choose with --style"),
     (["--style", "monet"], "unknown style 'monet'; this model has: starry, wave, udnie"),
-    (["--style", "wave=-0.2"], "weight -0.2 of 'wave' must be >= 0"),
+    (["--style", "wave=-0.2"], "weight -0.2 of 'wave' must be a finite number >= 0"),
+    (["--style", "wave=nan"], "weight nan of 'wave' must be a finite number >= 0"),
+    (["--style", "wave="], "weight '' of 'wave' is not a number"),
     (["--style", "wave=0.7,udnie=0.6"], "weights sum to 1.3 > 1"),
     (["--style", "wave=x"], "weight 'x' of 'wave' is not a number"),
     (["--style", "wave", "--strength", "1.5"], "--strength 1.5 is out of range"),

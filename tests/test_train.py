@@ -249,6 +249,12 @@ def test_finetune_adds_a_style_and_trains_only_its_norm_rows(multi_run: Path, tm
     result = run_train("experiment=smoke", "style=[starry]", f"finetune_from={base}",
                        f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path, check=False)
     assert result.returncode == 2 and "already has style(s) ['starry']" in result.stderr
+    # Resuming the fine-tuned checkpoint as a full run (no finetune_from) would train what was frozen: refused.
+    tuned = tmp_path / "tuned" / "checkpoints" / "last.ckpt"
+    result = run_train("experiment=smoke", "style=[wave,starry,udnie]",
+                       f"+style.monet.image={asset_path('styles/composition_vii.jpg')}", f"ckpt_path={tuned}",
+                       f"hydra.run.dir={tmp_path / 'full'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "trained the conditions ['monet'], but this run would train" in result.stderr
 
 
 @pytest.mark.parametrize(

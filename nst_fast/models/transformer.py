@@ -227,10 +227,9 @@ def add_conditions(network: TransformerNet, count: int, position: int) -> Transf
         raise ValueError(f"add {count} >= 1 conditions at position 1..{network.num_conditions}, got {position}")
     config = {key: value for key, value in network.config.items() if key != "num_conditions"}
     extended = TransformerNet(**config, num_conditions=network.num_conditions + count)
-    state = {}
+    state, targets = {}, extended.state_dict()
     for key, value in network.state_dict().items():
-        target = extended.state_dict()[key]
-        if value.shape != target.shape:  # a norm's scale or shift: [C] or [K, C] -> [K + count, C]
+        if value.shape != targets[key].shape:  # a norm's scale or shift: [C] or [K, C] -> [K + count, C]
             table = value.reshape(network.num_conditions, -1)
             new_rows = table[:position].mean(dim=0, keepdim=True).expand(count, -1)
             value = torch.cat([table[:position], new_rows, table[position:]])
