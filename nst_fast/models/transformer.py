@@ -200,7 +200,9 @@ class TransformerNet(nn.Module):
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        if not torch.compiler.is_compiling():
+        # Traced and compiled graphs skip these Python checks (a trace would freeze them at the example's size;
+        # the TorchScript export scripts its own size check in front of the network).
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
             if x.dim() != 4 or x.shape[1] != 3 or min(height, width) < MIN_INPUT_SIZE:
                 raise ValueError(
                     f"TransformerNet expects RGB images [B, 3, H, W] with H, W >= {MIN_INPUT_SIZE}, got {tuple(x.shape)}"
