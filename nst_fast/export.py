@@ -67,6 +67,7 @@ from nst_fast.stylize import (
     TORCHSCRIPT_META_FILE,
     WEIGHTS_DESCRIPTIONS,
     WEIGHTS_NAME,
+    metadata_conditions,
 )
 
 #: Default verification tolerances (max abs difference to the eager float32 network).
@@ -349,8 +350,7 @@ def _check_onnx_file(path: Path, opset: int, layout: str) -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     if meta.get(META_FORMAT) != EXPORT_FORMAT or meta.get(META_LAYOUT) != layout:
         raise ExportError(f"{path.name}: nst-fast metadata missing from the written file")
-    multi = json.loads(meta.get(META_TRANSFORMER, "{}")).get("num_conditions", 1) > 1
-    inputs = [INPUT_NAME, WEIGHTS_NAME] if multi else [INPUT_NAME]
+    inputs = [INPUT_NAME, WEIGHTS_NAME] if metadata_conditions(meta) > 1 else [INPUT_NAME]
     if [i.name for i in model.graph.input] != inputs or [o.name for o in model.graph.output] != [OUTPUT_NAME]:
         raise ExportError(f"{path.name}: expected inputs {inputs} and output {OUTPUT_NAME!r}")
 

@@ -134,6 +134,15 @@ def _styles_from_metadata(meta: dict[str, str]) -> tuple[list[str], bool]:
     return [str(name) for name in styles], meta.get(META_IDENTITY, "false") == "true"
 
 
+def metadata_conditions(meta: dict[str, str]) -> int:
+    """Number of conditions of an exported network (``nst_fast.transformer``'s ``num_conditions``, else 1):
+    more than one means the model takes ``style_weights``."""
+    try:
+        return int(json.loads(meta.get(META_TRANSFORMER, "{}")).get("num_conditions", 1))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 1
+
+
 def parse_style_weights(model: StyleModel, style: str | None, strength: float | None) -> np.ndarray | None:
     """Style weights ``[S]`` for ``--style`` and ``--strength`` (``None`` for one-condition models).
 
@@ -306,7 +315,7 @@ class TorchModel(StyleModel):
             if not isinstance(meta, dict) or META_FORMAT not in meta:
                 raise StylizeError(f"{path}: not an nst-fast TorchScript export (no {TORCHSCRIPT_META_FILE} inside)")
             self.styles, self.identity = _styles_from_metadata(meta)
-            self.takes_weights = json.loads(meta.get(META_TRANSFORMER, "{}")).get("num_conditions", 1) > 1
+            self.takes_weights = metadata_conditions(meta) > 1
             style, kind = meta.get(META_STYLE_NAME, "?"), "TorchScript"
         self.network = network.to(self.device).eval()
         self.description = f"{path.name} ({kind}, style {style!r}, torch on {self.device})"

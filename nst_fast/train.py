@@ -149,8 +149,7 @@ def check_resume(ckpt_path: str, cfg: DictConfig, plan: NetworkPlan) -> dict[str
             f"ckpt_path={ckpt_path!r} was trained for the styles {found}, but this run is configured for "
             f"{configured}: resume with the same style selection, style sizes and identity as the original run"
         )
-    every = _style_list(info.styles, info.identity)
-    names = [name.split("@")[0] for name in every]
+    names = info.condition_names  # the same conditions as the plan's: checked above
     found_trained = info.trained if info.trained is not None else names
     trained = names if plan.trained is None else [names[c] for c in plan.trained]
     if found_trained != trained:
