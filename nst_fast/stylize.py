@@ -148,8 +148,9 @@ def parse_style_weights(model: StyleModel, style: str | None, strength: float | 
 
     ``style``: ``NAME`` (that style alone), ``NAME=W,NAME=W,...`` (a blend; weights >= 0, sum <= 1, the rest to
     the identity), or ``None`` (the only style of a one-style model). ``strength`` in [0, 1] scales the weights,
-    the identity taking the rest: 0 the identity alone (the network's reproduction of the photo), 1 the full style. Raises ``StylizeError`` naming the
-    model's styles for an unknown name, a negative weight, a sum above 1, or a strength the model cannot give.
+    the identity taking the rest: 0 the identity alone (the network's reproduction of the photo), 1 the full
+    style. Raises ``StylizeError`` naming the model's styles for an unknown name, a negative weight, a sum above
+    1, or a strength the model cannot give.
     """
     names = ", ".join(model.styles) + (" (and the identity: --strength)" if model.identity else "")
     if strength is not None and not model.identity:
@@ -662,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
              "identity, i.e. the photo); see --list-styles",
     )
     parser.add_argument("--strength", type=float, default=None,
-                        help="0 (the identity: the network's reproduction of the photo) .. 1 (the full style); needs a model trained with the identity condition")
+                        help="0 (the identity: the network's reproduction of the photo) .. 1 (the full style); "
+                             "needs a model trained with the identity condition")
     parser.add_argument("--list-styles", action="store_true", help="print the model's styles and exit")
     parser.add_argument("--preserve-color", action="store_true", help="keep the input's colours, take only luminance")
     parser.add_argument("--max-size", type=int, default=None, help="downscale inputs whose longer side exceeds this")
