@@ -24,15 +24,22 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:  # a second Ctrl-C after training had returned
-        print("stopped at once by a second Ctrl-C", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        stop_for_signal(signal.SIGINT, "stopped at once by a second Ctrl-C")
     if result.stopped_at_once:
         resume = f"; resume with ckpt_path={result.last_checkpoint}" if result.last_checkpoint else ""
-        print(f"stopped at once by a second Ctrl-C during step {result.global_step + 1}, not saved{resume}", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        stop_for_signal(signal.SIGINT, f"stopped at once by a second Ctrl-C during step {result.global_step + 1}, "
+                                       f"not saved{resume}")
     if result.interrupted_by is not None:
-        print(f"interrupted at step {result.global_step}; resume with ckpt_path={result.last_checkpoint}", file=sys.stderr)
-        sys.exit(128 + result.interrupted_by)
+        stop_for_signal(result.interrupted_by,
+                        f"interrupted at step {result.global_step}; resume with ckpt_path={result.last_checkpoint}")
+
+
+def stop_for_signal(signum: int, message: str) -> None:
+    """Exit with status 128 + ``signum`` after saying why. Further Ctrl-C are ignored from here on: the run is
+    already over, and one landing while Python shuts down would otherwise kill it with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(message, file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

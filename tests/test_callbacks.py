@@ -108,18 +108,38 @@ def test_kill_9_during_a_save_leaves_complete_checkpoints(tmp_path: Path) -> Non
     assert not list(checkpoints.glob("*.tmp")), "the killed writer's leftover is removed by the next save"
 
 
+#: Runs train.py (argv[2:]) with its fifth training step taking a minute, after touching the marker (argv[1]):
+#: signals sent after the marker appears land inside that step.
+SLOW_FIFTH_STEP = """
+import runpy, sys, time
+from pathlib import Path
+from nst_fast.module import StyleTransferModule
+marker, real_step = Path(sys.argv.pop(1)), StyleTransferModule.training_step
+def training_step(self, batch, batch_idx):
+    if self.global_step == 4:
+        marker.touch()
+        time.sleep(60)
+    return real_step(self, batch, batch_idx)
+StyleTransferModule.training_step = training_step
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    # Steps of a second or so at 192 px, so that the second Ctrl-C lands inside one.
-    process = start_long_run(run_dir, tmp_path, "data.image_size=192")
-    wait_for(run_dir / "checkpoints" / "step_000003.ckpt", process, tmp_path)
+    marker = tmp_path / "in_step_5"
+    process = start_long_run(run_dir, tmp_path, wrapper=["-c", SLOW_FIFTH_STEP, str(marker)])
+    wait_for(marker, process, tmp_path)
     process.send_signal(signal.SIGINT)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    process.wait(timeout=50)  # well before the step's minute is up
     stderr = output_of(tmp_path)
     assert process.returncode == 130, stderr[-3000:]
-    assert "stopped at once by a second Ctrl-C" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert "stopped at once by a second Ctrl-C during step 5, not saved" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == (3, 3), "last.ckpt still holds the step-3 save"
     for path in (run_dir / "checkpoints").glob("*.ckpt"):
         step_of(path)
 
