@@ -49,3 +49,8 @@ class OfflineError(NstFastError, RuntimeError):
 
 class NonFiniteLossError(NstFastError, FloatingPointError):
     """Training produced NaN/inf losses too many steps in a row."""
+
+
+class StylizeError(NstFastError):
+    """An expected inference failure (bad model, input, style choice or output): its message is printed on one
+    line by ``nst-stylize`` and answered as a 4xx error by ``nst-serve``."""

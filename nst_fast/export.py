@@ -45,7 +45,7 @@ from nst_fast import __version__
 from nst_fast.checkpoint import CheckpointInfo, load_transformer
 from nst_fast.errors import EXIT_FAILED, EXIT_USAGE, NstFastError, first_line
 from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
-from nst_fast.stylize import (
+from nst_fast.conventions import (
     EXPORT_FORMAT,
     INPUT_DESCRIPTIONS,
     INPUT_NAME,

@@ -8,11 +8,11 @@ decompression bombs by a pixel limit.
 from __future__ import annotations
 
 import os
-import warnings
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst_fast.errors import NstFastError
 
@@ -60,6 +60,36 @@ def _to_8bit_or_float(image: Image.Image, integer_range: int = 65535) -> Image.I
     return image
 
 
+def _open_unguarded(path: Path) -> Image.Image:
+    """``Image.open`` without Pillow's process-wide decompression-bomb check (``Image.MAX_IMAGE_PIXELS``), so that
+    the caller applies its own pixel limit per call from the header's size, before decoding, and concurrent
+    calls (a server's threads) with different limits do not race on Pillow's global. Tries the registered
+    formats in Pillow's order, as ``Image.open`` does. The WebP and TIFF readers still apply Pillow's own guard
+    while decoding (an error above ``2 * Image.MAX_IMAGE_PIXELS``, 179M pixels by default). Raises ``UnidentifiedImageError`` (an ``OSError``) when no
+    format reads the file."""
+    Image.init()
+    handle = open(path, "rb")
+    try:
+        prefix = handle.read(16)
+        for name in Image.ID:
+            factory, accept = Image.OPEN[name]
+            accepted = accept(prefix) if accept is not None else True
+            if isinstance(accepted, str) or not accepted:  # a string is Pillow's reason for refusing
+                continue
+            handle.seek(0)
+            try:
+                image = factory(handle, str(path))
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+            image._exclusive_fp = True  # closed with the image
+            return image
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+
+
 def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, Image.Image | None]:
     """Read an image file fully; returns ``(rgb, alpha)``: an 8-bit RGB image with EXIF orientation applied,
     and its alpha channel as an 'L' image, or ``None`` when it has none.
@@ -72,28 +102,21 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             raise ImageReadError(f"{path}: empty file (0 bytes)")
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    # Our own limit (max_pixels) replaces Pillow's for this read, so that it is the one in force.
-    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageReadError(
-                        f"{path}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
-                        "(decompression bomb guard)"
-                    )
-                image.load()
-                integer_range = _integer_range(image)
-                image = ImageOps.exif_transpose(image) or image
+        with _open_unguarded(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageReadError(
+                    f"{path}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
+                    "(decompression bomb guard)"
+                )
+            image.load()
+            integer_range = _integer_range(image)
+            image = ImageOps.exif_transpose(image) or image
     except ImageReadError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from error
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
     image = _to_8bit_or_float(image, integer_range)
     alpha: Image.Image | None = None
     if image.mode == "P":

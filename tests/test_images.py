@@ -44,3 +44,46 @@ def test_signed_16_bit_tiff_uses_the_positive_range(tmp_path: Path) -> None:
     got = np.asarray(open_rgb(path))[..., 0].astype(int)
     want = np.clip(values.astype(np.float64), 0, None) / 32767.0 * 255.0
     assert np.abs(got - want).max() <= 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".gif", ".bmp"])  # WebP and TIFF: see _open_unguarded
+def test_pixel_limit_is_per_call_and_leaves_pillows_global_alone(tmp_path: Path, monkeypatch, suffix: str) -> None:
+    from nst_fast.images import ImageReadError, open_image
+
+    path = tmp_path / f"forty_by_thirty{suffix}"
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own guard would refuse 1200 pixels
+    rgb, _ = open_image(path, max_pixels=1200)
+    assert rgb.size == (40, 30)
+    with pytest.raises(ImageReadError, match="1200 pixels is over the limit of 1199"):
+        open_image(path, max_pixels=1199)
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_concurrent_reads_with_different_limits(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nst_fast.images import ImageReadError, open_image
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48)).save(path)
+
+    def read(limit: int) -> str:
+        try:
+            return "read" if open_image(path, max_pixels=limit)[0].size == (64, 48) else "wrong size"
+        except ImageReadError:
+            return "refused"
+
+    limits = [64 * 48, 64 * 48 - 1] * 100
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read, limits))
+    assert results == ["read", "refused"] * 100
+
+
+def test_not_an_image_is_refused_with_the_path(tmp_path: Path) -> None:
+    from nst_fast.images import ImageReadError, open_image
+
+    path = tmp_path / "notes.png"
+    path.write_text("not a picture")
+    with pytest.raises(ImageReadError, match="notes.png: not a readable image"):
+        open_image(path)

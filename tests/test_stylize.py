@@ -193,7 +193,7 @@ def test_folder_with_broken_file(models, tmp_path, capsys) -> None:
 def recording_model(monkeypatch, calls: list, fail_batches: bool = False) -> None:
     """Make ``load_model`` return the real model, recording each call's batch shape in ``calls``; ``fail_batches``: calls
     with more than one image raise MemoryError, as a model out of memory would."""
-    import nst_fast.stylize as stylize_module
+    import nst_fast.stylize.cli as stylize_module
 
     real_load = stylize_module.load_model
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nst_fast.conventions import MIN_SIDE
 from nst_fast.errors import ConfigError
 from nst_fast.layout import is_channels_last
 from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
@@ -20,7 +21,7 @@ from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
 #: The network halves the resolution twice, so it works internally on sizes divisible by this.
 SIZE_MULTIPLE = 4
 #: Smallest input side: reflection padding must be narrower than the (aligned) image.
-MIN_INPUT_SIZE = 5
+MIN_INPUT_SIZE = MIN_SIDE
 
 
 class InstanceNorm2d(nn.InstanceNorm2d):

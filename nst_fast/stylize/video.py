@@ -1,0 +1,143 @@
+"""Video files: decode with PyAV, stylise frames in batches, encode, copy audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nst_fast.errors import StylizeError
+from nst_fast.stylize.core import check_size, stylize_array
+from nst_fast.stylize.jobs import VIDEO_CODECS
+from nst_fast.stylize.models import StyleModel
+
+#: Encoders that take ``--crf`` (libvpx-vp9 as crf + 13).
+CRF_ENCODERS = ("libx264", "libvpx-vp9")
+
+
+def video_encoder(target: Path) -> str | None:
+    """The encoder used for a video written to ``target``: the first one of ``VIDEO_CODECS`` this PyAV build has."""
+    import av
+
+    return next((c for c in VIDEO_CODECS.get(target.suffix.lower(), ("libx264", "mpeg4")) if c in av.codecs_available), None)
+
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def stylize_video(
+    model: StyleModel, source: Path, target: Path, *, keep_color: bool = False, max_size: int | None = None,
+    batch_size: int = 4, crf: int = 18, progress: Any = None, weights: np.ndarray | None = None,
+) -> int:
+    """Stylise every frame of ``source``'s first video stream into ``target`` (same frame rate, timestamps and
+    size, or downscaled to ``max_size`` with even sides); audio streams are copied (re-encoded where the output
+    container cannot hold their codec). Returns the number of frames.
+    ``progress``: a tqdm bar (its total is set from the stream's frame count when the container knows it)."""
+    import av
+
+    try:
+        container = av.open(str(source))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise StylizeError(f"{source}: not a readable video ({error})") from error
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    frames = 0
+    try:
+        if not container.streams.video:
+            raise StylizeError(f"{source}: no video stream")
+        video_in = container.streams.video[0]
+        video_in.thread_type = "AUTO"
+        audio_in = list(container.streams.audio)
+        width, height = video_in.codec_context.width, video_in.codec_context.height
+        if max_size and max(width, height) > max_size:
+            scale = max_size / max(width, height)
+            width, height = _even(width * scale), _even(height * scale)
+        check_size(width, height, str(source))
+        if progress is not None and video_in.frames:
+            progress.total = video_in.frames
+            progress.refresh()
+        codec = video_encoder(target)
+        if codec is None:
+            raise StylizeError(f"{target}: this PyAV build has no encoder for {target.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        output = av.open(str(partial), "w")
+        try:
+            rate = video_in.average_rate or video_in.guessed_rate or 25
+            video_out = output.add_stream(codec, rate=rate)
+            video_out.width, video_out.height = width, height
+            # 4:2:0 needs even sides; odd-sized frames keep their exact size in 4:4:4 (H.264 High 4:4:4).
+            video_out.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            if codec in CRF_ENCODERS:
+                video_out.options = {"crf": str(crf)} if codec == "libx264" else {"crf": str(crf + 13), "b": "0"}
+            video_out.time_base = video_in.time_base
+            # Audio is copied packet by packet; a codec the output container cannot hold (e.g. AAC into .webm)
+            # is re-encoded with the container's default audio codec instead.
+            audio_map, audio_encoders = {}, {}
+            for stream in audio_in:
+                try:
+                    audio_map[stream.index] = output.add_stream_from_template(stream)
+                except (av.FFmpegError, ValueError) as error:
+                    codec_name = output.default_audio_codec
+                    if not codec_name or codec_name == "none":
+                        raise StylizeError(f"{source}: cannot store audio stream {stream.index} in {target.suffix} ({error})") from error
+                    audio_rate = 48000 if "opus" in codec_name else stream.rate
+                    encoder = output.add_stream(codec_name, rate=audio_rate)
+                    encoder.layout = stream.layout
+                    audio_encoders[stream.index] = encoder
+
+            pending: list[tuple[np.ndarray, int | None, object]] = []
+            next_pts = 0
+
+            def flush() -> None:
+                nonlocal frames
+                if not pending:
+                    return
+                batch = np.stack([array for array, _, _ in pending])
+                styled = stylize_array(model, batch, keep_color, weights)
+                for (_, pts, time_base), frame_rgb in zip(pending, styled):
+                    frame = av.VideoFrame.from_ndarray(
+                        (np.clip(frame_rgb, 0, 1) * 255 + 0.5).astype(np.uint8), format="rgb24"
+                    )
+                    frame.pts, frame.time_base = pts, time_base
+                    output.mux(video_out.encode(frame))
+                    frames += 1
+                    if progress is not None:
+                        progress.update(1)
+                pending.clear()
+
+            for packet in container.demux(video_in, *audio_in):
+                if packet.stream.index == video_in.index:
+                    for frame in packet.decode():
+                        array = frame.to_ndarray(format="rgb24", width=width, height=height)
+                        pts = frame.pts
+                        if pts is None:  # keep a regular clock for streams without timestamps
+                            pts = int(next_pts / (rate * video_in.time_base))
+                        next_pts += 1
+                        pending.append((array, pts, video_in.time_base))
+                        if len(pending) >= batch_size:
+                            flush()
+                elif packet.stream.index in audio_encoders:
+                    encoder = audio_encoders[packet.stream.index]
+                    for frame in packet.decode():  # the empty packet at the end flushes the decoder
+                        frame.pts = None  # the encoder counts samples at its own rate
+                        output.mux(encoder.encode(frame))
+                elif packet.dts is not None:
+                    packet.stream = audio_map[packet.stream.index]
+                    output.mux(packet)
+            flush()  # demux ends with an empty packet per stream, whose decode() flushed the decoder above
+            output.mux(video_out.encode(None))
+            for encoder in audio_encoders.values():
+                output.mux(encoder.encode(None))
+        finally:
+            output.close()
+        if frames == 0:
+            raise StylizeError(f"{source}: no video frames could be decoded")
+        os.replace(partial, target)
+    except av.FFmpegError as error:
+        raise StylizeError(f"{source}: video error ({error})") from error
+    finally:
+        container.close()
+        partial.unlink(missing_ok=True)
+    return frames
