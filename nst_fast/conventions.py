@@ -25,6 +25,10 @@ META_INPUT = "nst_fast.input"
 META_STYLES = "nst_fast.styles"
 #: JSON list of the style images' paths at training time, in the same order.
 META_STYLE_IMAGES = "nst_fast.style_images"
+#: JSON list, in ``nst_fast.styles`` order, of small JPEG thumbnails of the style paintings (base64 strings, longer
+#: side ``THUMBNAIL_SIZE``), for pickers such as ``nst-serve``'s page; absent from older exports.
+META_STYLE_THUMBNAILS = "nst_fast.style_thumbnails"
+THUMBNAIL_SIZE = 128
 #: ``"true"`` when the network has the identity condition (``1 - sum(style_weights)``): strength works.
 META_IDENTITY = "nst_fast.identity"
 EXPORT_FORMAT = "1"
