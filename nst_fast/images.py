@@ -7,9 +7,12 @@ decompression bombs by a pixel limit.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +27,10 @@ DEFAULT_MAX_PIXELS = 16384 * 16384
 
 class ImageReadError(NstFastError, ValueError):
     """An image file that cannot be used: path and reason in the message."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header gives more pixels than the caller's limit (refused before decoding)."""
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -60,25 +67,25 @@ def _to_8bit_or_float(image: Image.Image, integer_range: int = 65535) -> Image.I
     return image
 
 
-def _open_unguarded(path: Path) -> Image.Image:
-    """``Image.open`` without Pillow's process-wide decompression-bomb check (``Image.MAX_IMAGE_PIXELS``), so that
-    the caller applies its own pixel limit per call from the header's size, before decoding, and concurrent
-    calls (a server's threads) with different limits do not race on Pillow's global. Tries the registered
-    formats in Pillow's order, as ``Image.open`` does. The WebP and TIFF readers still apply Pillow's own guard
-    while decoding (an error above ``2 * Image.MAX_IMAGE_PIXELS``, 179M pixels by default). Raises ``UnidentifiedImageError`` (an ``OSError``) when no
-    format reads the file."""
+def _open_unguarded(handle: BinaryIO, name: str) -> Image.Image:
+    """``Image.open`` of an open binary file without Pillow's process-wide decompression-bomb check
+    (``Image.MAX_IMAGE_PIXELS``), so that the caller applies its own pixel limit per call from the header's size,
+    before decoding, and concurrent calls (a server's threads) with different limits do not race on Pillow's
+    global. Tries the registered formats in Pillow's order, as ``Image.open`` does; the image closes ``handle``.
+    The WebP and TIFF readers still apply Pillow's own guard while decoding (an error above
+    ``2 * Image.MAX_IMAGE_PIXELS``, 179M pixels by default). Raises ``UnidentifiedImageError`` (an ``OSError``)
+    when no format reads the file; ``name`` is used in messages only."""
     Image.init()
-    handle = open(path, "rb")
     try:
         prefix = handle.read(16)
-        for name in Image.ID:
-            factory, accept = Image.OPEN[name]
+        for format_id in Image.ID:
+            factory, accept = Image.OPEN[format_id]
             accepted = accept(prefix) if accept is not None else True
             if isinstance(accepted, str) or not accepted:  # a string is Pillow's reason for refusing
                 continue
             handle.seek(0)
             try:
-                image = factory(handle, str(path))
+                image = factory(handle, name)
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue
             image._exclusive_fp = True  # closed with the image
@@ -87,27 +94,18 @@ def _open_unguarded(path: Path) -> Image.Image:
         handle.close()
         raise
     handle.close()
-    raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+    raise UnidentifiedImageError(f"cannot identify image file {name!r}")
 
 
-def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, Image.Image | None]:
-    """Read an image file fully; returns ``(rgb, alpha)``: an 8-bit RGB image with EXIF orientation applied,
-    and its alpha channel as an 'L' image, or ``None`` when it has none.
-
-    Raises ``ImageReadError`` for a missing, empty, truncated, non-image or oversized file.
-    """
-    path = Path(path)
+def _read_image(open_handle: Callable[[], BinaryIO], name: str, max_pixels: int) -> tuple[Image.Image, Image.Image | None]:
+    """What ``open_image`` and ``decode_image`` share: open, check the pixel limit from the header, decode,
+    apply EXIF orientation, convert to 8-bit RGB and split off the alpha channel."""
     try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
-    except OSError as error:
-        raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
-    try:
-        with _open_unguarded(path) as image:
+        with _open_unguarded(open_handle(), name) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageReadError(
-                    f"{path}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
+                raise ImageTooLargeError(
+                    f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
                     "(decompression bomb guard)"
                 )
             image.load()
@@ -116,7 +114,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from error
+        raise ImageReadError(f"{name}: not a readable image ({type(error).__name__}: {error})") from error
     image = _to_8bit_or_float(image, integer_range)
     alpha: Image.Image | None = None
     if image.mode == "P":
@@ -126,6 +124,32 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image, alpha
+
+
+def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, Image.Image | None]:
+    """Read an image file fully; returns ``(rgb, alpha)``: an 8-bit RGB image with EXIF orientation applied,
+    and its alpha channel as an 'L' image, or ``None`` when it has none.
+
+    Raises ``ImageReadError`` for a missing, empty, truncated, non-image or oversized file
+    (``ImageTooLargeError`` above ``max_pixels``).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
+    return _read_image(lambda: open(path, "rb"), str(path), max_pixels)
+
+
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "upload"
+) -> tuple[Image.Image, Image.Image | None]:
+    """``open_image`` for an image file's bytes held in memory (an HTTP upload): the same checks and conversions;
+    ``name`` stands for the path in error messages."""
+    if not data:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
+    return _read_image(lambda: io.BytesIO(data), name, max_pixels)
 
 
 def open_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -173,6 +197,23 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return (np.clip(np.asarray(array, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _output_image(rgb: np.ndarray, alpha: Image.Image | None) -> Image.Image:
+    """A Pillow image of ``rgb`` (uint8 ``[H, W, 3]``, or float in [0, 1]) with ``alpha`` added (resized to fit)
+    when given."""
+    if rgb.dtype != np.uint8:
+        rgb = to_uint8(rgb)
+    image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    if alpha is not None:
+        if alpha.size != image.size:
+            alpha = alpha.resize(image.size, Image.Resampling.LANCZOS)
+        image.putalpha(alpha)
+    return image
+
+
+def _save_options(image_format: str, quality: int) -> dict[str, int]:
+    return {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
+
+
 def save_image(
     path: str | os.PathLike, rgb: np.ndarray, alpha: Image.Image | None = None, *, quality: int = 95
 ) -> Path:
@@ -183,23 +224,32 @@ def save_image(
     Raises ``OSError`` when it cannot be written and ``ValueError`` for a suffix Pillow does not write.
     """
     path = Path(path)
-    if rgb.dtype != np.uint8:
-        rgb = to_uint8(rgb)
-    image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
-    if alpha is not None and path.suffix.lower() in ALPHA_SUFFIXES:
-        if alpha.size != image.size:
-            alpha = alpha.resize(image.size, Image.Resampling.LANCZOS)
-        image.putalpha(alpha)
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"{path}: Pillow cannot write {path.suffix or 'files without a suffix'!r}")
-    options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
+    image = _output_image(rgb, alpha if path.suffix.lower() in ALPHA_SUFFIXES else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        image.save(partial, format=image_format, **options)
+        image.save(partial, format=image_format, **_save_options(image_format, quality))
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     return path
+
+
+#: Formats ``encode_image`` writes (Pillow's names), and whether each stores an alpha channel.
+ENCODABLE_FORMATS = {"PNG": True, "JPEG": False, "WEBP": True}
+
+
+def encode_image(rgb: np.ndarray, image_format: str, alpha: Image.Image | None = None, *, quality: int = 95) -> bytes:
+    """``save_image`` into memory: the file's bytes in ``image_format`` (``PNG``, ``JPEG`` or ``WEBP``), with
+    ``alpha`` where the format stores one. Raises ``ValueError`` for another format."""
+    image_format = image_format.upper()
+    if image_format not in ENCODABLE_FORMATS:
+        raise ValueError(f"cannot encode {image_format!r}; choose one of {', '.join(ENCODABLE_FORMATS)}")
+    image = _output_image(rgb, alpha if ENCODABLE_FORMATS[image_format] else None)
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **_save_options(image_format, quality))
+    return buffer.getvalue()

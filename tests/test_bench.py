@@ -129,3 +129,35 @@ def test_heldout_psnr_and_condition_weights(bench_module) -> None:
     info = CheckpointInfo(transformer={"num_conditions": 3}, styles=[{"name": "a"}, {"name": "b"}], identity=True)
     torch.testing.assert_close(heldout.condition_weights(info, [0.2, 0.5]), torch.tensor([[0.2, 0.5, 0.3]]))
     assert heldout.condition_weights(CheckpointInfo(transformer={}, styles=[{"name": "a"}]), [1.0]) is None
+
+
+def test_serve_load_report_on_synthetic_latencies(bench_module) -> None:
+    serve_load = bench_module("serve_load")
+    latencies = [i / 1000.0 for i in range(100, 0, -1)]  # 1..100 ms, in reverse order
+    outcomes = [serve_load.Outcome(200, s, True) for s in latencies]
+    outcomes += [serve_load.Outcome(503, 0.001, True)] * 5 + [serve_load.Outcome(500, 0.2, False, "status 500: x")]
+    probe = serve_load.Probe(seconds=[0.002, 0.010, 0.004], failures=["ConnectError: refused"])
+    row = serve_load.summarize(4, outcomes, 10.0, probe, peak_rss_kb=204800)
+    assert (row["requests"], row["images"], row["rejected_503"], row["errors"]) == (106, 100, 5, 1)
+    assert (row["p50_ms"], row["p95_ms"], row["p99_ms"]) == (50.0, 95.0, 99.0)  # nearest rank
+    assert row["throughput_per_s"] == 10.0 and row["error_samples"] == ["status 500: x"]
+    assert (row["healthz_probes"], row["healthz_failures"], row["healthz_worst_ms"]) == (4, 1, 10.0)
+    assert row["server_peak_rss_mb"] == 200.0
+    table = serve_load.format_table([row])
+    assert table.splitlines()[2] == "| 4 | 106 | 100 | 5 | 1 | 10.0 | 50.0 | 95.0 | 99.0 | 10.0 | 1 | 200.0 |"
+    assert serve_load.summarize(1, [], 1.0, serve_load.Probe())["p50_ms"] is None
+    assert serve_load.percentile([3.0], 99) == 3.0
+
+
+def test_serve_load_smoke_run(bench_module, tmp_path: Path) -> None:
+    from onnx_factory import tiny_onnx_model
+
+    serve_load = bench_module("serve_load")
+    model = tiny_onnx_model(tmp_path / "tiny.onnx", ["wave"])
+    record = serve_load.main(["--model", str(model), "--clients", "2", "--duration", "1.5", "--size", "48",
+                              "--out-dir", str(tmp_path)])
+    (row,) = json.loads(Path(record["record_path"]).read_text())["results"]
+    assert row["images"] > 0 and row["errors"] == 0 and row["healthz_failures"] == 0, row
+    assert row["server_exit_status"] == 0 and row["server_peak_rss_mb"] > 0
+    with pytest.raises(SystemExit, match="not a loopback address"):
+        serve_load.main(["--url", "http://example.com:8000", "--out-dir", str(tmp_path)])

@@ -87,3 +87,41 @@ def test_not_an_image_is_refused_with_the_path(tmp_path: Path) -> None:
     path.write_text("not a picture")
     with pytest.raises(ImageReadError, match="notes.png: not a readable image"):
         open_image(path)
+
+
+def test_decoding_bytes_is_reading_the_file(tmp_path: Path) -> None:
+    """``decode_image`` (uploads) gives what ``open_image`` gives for the same file: EXIF orientation, alpha,
+    the per-call pixel limit (``ImageTooLargeError``), the errors."""
+    from nst_fast.images import ImageReadError, ImageTooLargeError, decode_image, open_image
+
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 256, (24, 40, 4), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: 24 wide, 40 high
+    path = tmp_path / "phone.png"
+    Image.fromarray(stored, "RGBA").save(path, exif=exif)
+    (rgb, alpha), (file_rgb, file_alpha) = decode_image(path.read_bytes(), name="phone.png"), open_image(path)
+    assert rgb.size == (24, 40) and np.array_equal(np.asarray(rgb), np.asarray(file_rgb))
+    assert np.array_equal(np.asarray(alpha), np.asarray(file_alpha))
+    assert np.array_equal(np.asarray(rgb), np.rot90(stored[..., :3], -1))  # orientation 6: 90 degrees clockwise
+    with pytest.raises(ImageTooLargeError, match="upload: 40x24 = 960 pixels is over the limit of 959"):
+        decode_image(path.read_bytes(), max_pixels=959)
+    with pytest.raises(ImageReadError, match="upload: empty file"):
+        decode_image(b"")
+    with pytest.raises(ImageReadError, match="photo.jpg: not a readable image"):
+        decode_image(path.read_bytes()[:200], name="photo.jpg")
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP"])
+def test_encoding_to_bytes_matches_saving_to_a_file(tmp_path: Path, image_format: str) -> None:
+    from nst_fast.images import encode_image, save_image
+
+    rgb = np.random.default_rng(1).random((20, 30, 3), dtype=np.float32)
+    alpha = Image.fromarray(np.tile(np.arange(30, dtype=np.uint8) * 8, (20, 1)))
+    suffix = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}[image_format]
+    saved = save_image(tmp_path / f"out{suffix}", rgb, alpha, quality=90)
+    data = encode_image(rgb, image_format, alpha, quality=90)
+    assert data == saved.read_bytes()
+    assert Image.open(saved).mode == ("RGB" if image_format == "JPEG" else "RGBA")
+    with pytest.raises(ValueError, match="cannot encode 'GIF'"):
+        encode_image(rgb, "gif")

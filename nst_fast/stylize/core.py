@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from nst_fast.conventions import MIN_SIDE
 from nst_fast.errors import StylizeError
@@ -43,14 +44,23 @@ class LoadedImage:
     alpha: Any
 
 
-def load_image(job: Job, max_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read ``job.source`` (EXIF-upright, RGB, downscaled to ``max_size``) and check it is large enough."""
-    rgb, alpha = open_image(job.source, max_pixels)
+def prepare_image(
+    rgb: Image.Image, alpha: Image.Image | None, max_size: int | None, what: str
+) -> tuple[np.ndarray, Image.Image | None]:
+    """A decoded image (``open_image``/``decode_image``) ready for the model: downscaled to ``max_size`` (alpha
+    too) and checked to be large enough; returns uint8 RGB ``[H, W, 3]`` and the alpha channel. ``what`` names
+    the image in errors."""
     rgb = fit_within(rgb, max_size)
     if alpha is not None:
         alpha = fit_within(alpha, max_size)
-    check_size(rgb.width, rgb.height, str(job.source))
-    return LoadedImage(job, np.asarray(rgb), alpha)
+    check_size(rgb.width, rgb.height, what)
+    return np.asarray(rgb), alpha
+
+
+def load_image(job: Job, max_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read ``job.source`` (EXIF-upright, RGB, downscaled to ``max_size``) and check it is large enough."""
+    rgb, alpha = prepare_image(*open_image(job.source, max_pixels), max_size, str(job.source))
+    return LoadedImage(job, rgb, alpha)
 
 
 def stylize_images(

@@ -1,0 +1,324 @@
+"""The FastAPI app of ``nst-serve`` (routes, request parsing, error answers). The HTTP contract is in README.md,
+"Serve over HTTP"; decoding and stylising go through ``nst_fast.images`` and ``nst_fast.stylize`` like
+``nst-stylize``.
+
+Every request a client got wrong is answered 4xx with ``{"error": "..."}``; overload is 503 with ``Retry-After``;
+a request past its deadline is 504. Inference runs in a thread pool under ``limits.Admission``, so the event loop
+keeps answering ``/healthz`` and ``/metrics`` under full load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nst_fast.conventions import MIN_SIDE
+from nst_fast.errors import StylizeError
+from nst_fast.images import ImageReadError, ImageTooLargeError, decode_image, encode_image
+from nst_fast.serve.limits import Admission, DeadlineExceeded, Overloaded
+from nst_fast.serve.metrics import Metrics, MetricsMiddleware
+from nst_fast.serve.registry import ModelRegistry, ServedModel, UnknownModelError
+from nst_fast.serve.settings import ServeSettings
+from nst_fast.stylize.core import prepare_image, stylize_array
+from nst_fast.stylize.styles import parse_style_weights
+
+log = logging.getLogger("nst_fast.serve")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: ``format`` field -> (Pillow format, Content-Type).
+OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+#: The fields of ``POST /v1/stylize`` (``image`` is the file).
+STYLIZE_FIELDS = ("image", "model", "style", "strength", "preserve_color", "max_size", "format")
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+ROUTES = "GET /, GET /v1/styles, POST /v1/stylize, GET /healthz, GET /readyz, GET /metrics, GET /static/..."
+#: Size of the warm-up image each model runs once at startup (ONNX Runtime's first run allocates its buffers).
+WARMUP_SIDE = 64
+
+
+class RequestError(Exception):
+    """A request the client got wrong: answered ``status`` with ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class StylizeJob:
+    """A parsed ``POST /v1/stylize``: everything the inference thread needs."""
+
+    data: bytes
+    filename: str
+    model: ServedModel
+    weights: np.ndarray | None
+    preserve_color: bool
+    max_size: int | None
+    output_format: str
+
+
+@dataclass
+class Stylized:
+    body: bytes
+    content_type: str
+    inference_ms: float
+
+
+def form_message(error: StylizeError) -> str:
+    """``parse_style_weights``'s message in the form's terms (it names the command line's options)."""
+    return str(error).replace("--style", "style").replace("--strength", "strength")
+
+
+def _text_field(form: Any, name: str) -> str | None:
+    """A text field's value (``None`` when absent or empty, as HTML forms send unset fields)."""
+    values = form.getlist(name)
+    if len(values) > 1:
+        raise RequestError(400, f"field {name!r} was sent {len(values)} times; send it once")
+    if not values:
+        return None
+    if not isinstance(values[0], str):
+        raise RequestError(400, f"field {name!r} must be a text value, not a file")
+    return values[0].strip() or None
+
+
+def _parse_strength(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise RequestError(400, f"strength {text!r} is not a number; send a number in [0, 1]") from None
+
+
+def _parse_bool(text: str | None, name: str) -> bool:
+    if text is None:
+        return False
+    if text.lower() in TRUE_WORDS:
+        return True
+    if text.lower() in FALSE_WORDS:
+        return False
+    raise RequestError(400, f"{name} {text!r} is not a boolean; send true or false")
+
+
+def _parse_max_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < MIN_SIDE:
+        raise RequestError(400, f"max_size {text!r} must be a whole number of pixels >= {MIN_SIDE}")
+    return value
+
+
+def _limited(receive: Callable[[], Awaitable[dict]], max_bytes: int) -> Callable[[], Awaitable[dict]]:
+    """``receive`` that refuses (413) a request body over ``max_bytes`` as soon as it gets there."""
+    received = 0
+
+    async def limited_receive() -> dict:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise RequestError(413, f"the upload is over the limit of {max_bytes} bytes; send a smaller file")
+        return message
+
+    return limited_receive
+
+
+async def read_stylize_form(request: Request, registry: ModelRegistry, settings: ServeSettings) -> StylizeJob:
+    """Parse and check the multipart form of ``POST /v1/stylize`` (everything but the image's content)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise RequestError(400, f"send multipart/form-data with the image in the file field 'image' "
+                                f"(got Content-Type {content_type or 'none'!r})")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_upload_bytes:
+        raise RequestError(413, f"the upload ({length} bytes) is over the limit of {settings.max_upload_bytes} "
+                                "bytes; send a smaller file")
+    limited = Request(request.scope, _limited(request.receive, settings.max_upload_bytes))
+    async with limited.form(max_files=1, max_fields=len(STYLIZE_FIELDS)) as form:
+        unknown = sorted(set(form.keys()) - set(STYLIZE_FIELDS))
+        if unknown:
+            raise RequestError(400, f"unknown field {unknown[0]!r}; the fields are: image (file), "
+                                    + ", ".join(STYLIZE_FIELDS[1:]))
+        uploads = form.getlist("image")
+        if not uploads:
+            raise RequestError(400, "no image: send the photo in the file field 'image'")
+        if len(uploads) > 1 or not isinstance(uploads[0], UploadFile):
+            raise RequestError(400, "field 'image' must be one uploaded file (multipart file part with a filename)")
+        try:
+            served = registry.get(_text_field(form, "model"))
+        except UnknownModelError as error:
+            raise RequestError(404, str(error)) from None
+        output_format = (_text_field(form, "format") or "png").lower()
+        if output_format not in OUTPUT_FORMATS:
+            raise RequestError(400, f"format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        try:
+            weights = parse_style_weights(
+                served.model, _text_field(form, "style"), _parse_strength(_text_field(form, "strength"))
+            )
+        except StylizeError as error:
+            raise RequestError(400, f"model {served.name!r}: {form_message(error)}") from None
+        return StylizeJob(
+            data=await uploads[0].read(),
+            filename=os.path.basename(uploads[0].filename or "") or "upload",
+            model=served,
+            weights=weights,
+            preserve_color=_parse_bool(_text_field(form, "preserve_color"), "preserve_color"),
+            max_size=_parse_max_size(_text_field(form, "max_size")),
+            output_format=output_format,
+        )
+
+
+def stylize_upload(job: StylizeJob, max_pixels: int, metrics: Metrics) -> Stylized:
+    """Decode, stylise and encode one upload (runs in an inference thread)."""
+    try:
+        rgb, alpha = decode_image(job.data, max_pixels, job.filename)
+    except ImageTooLargeError as error:
+        raise RequestError(413, f"{error}; send a smaller image") from None
+    except ImageReadError as error:
+        raise RequestError(400, f"{error}; send a PNG, JPEG, WebP, TIFF, BMP or GIF file") from None
+    try:
+        array, alpha = prepare_image(rgb, alpha, job.max_size, job.filename)
+    except StylizeError as error:
+        raise RequestError(400, str(error)) from None
+    start = time.perf_counter()
+    stylized = stylize_array(job.model.model, array[None], job.preserve_color, job.weights)[0]
+    seconds = time.perf_counter() - start
+    metrics.inference_seconds.labels(job.model.name).observe(seconds)
+    pillow_format, content_type = OUTPUT_FORMATS[job.output_format]
+    return Stylized(encode_image(stylized, pillow_format, alpha), content_type, seconds * 1000.0)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def warm_up(served: ServedModel) -> None:
+    """One small image through the model with its first style, so that the first request is not the slow one."""
+    model = served.model
+    weights = parse_style_weights(model, None if len(model.styles) == 1 else model.styles[0], None)
+    stylize_array(model, np.full((1, WARMUP_SIDE, WARMUP_SIDE, 3), 128, dtype=np.uint8), False, weights)
+
+
+def create_app(models: list[Path | str], settings: ServeSettings | None = None) -> FastAPI:
+    """The nst-serve app for the ONNX exports ``models`` (the first is the default). Loads them now (raises
+    ``StylizeError`` for a missing, foreign or duplicate-named file); startup then warms each up, after which
+    ``/readyz`` answers 200."""
+    settings = settings or ServeSettings()
+    registry = ModelRegistry.load(models, provider=settings.provider, threads=settings.intra_op_threads)
+    metrics = Metrics()
+    admission = Admission(settings.max_concurrent, settings.max_queue, settings.timeout_s, metrics.admission_changed)
+    readiness: dict[str, str | None] = {"status": "starting", "error": "the models are warming up; retry shortly"}
+
+    async def warm_up_all() -> None:
+        try:
+            for served in registry.models.values():
+                await admission.run(lambda served=served: warm_up(served))
+        except Exception as error:  # a model that cannot run: stay unready and say why
+            log.error("warm-up failed: %s", error)
+            readiness.update(status="failed", error=f"warm-up failed: {error}")
+            return
+        readiness.update(status="ready", error=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(warm_up_all())
+        try:
+            yield
+        finally:
+            readiness.update(status="stopping", error="the server is shutting down")
+            task.cancel()
+            admission.shutdown()
+
+    app = FastAPI(title="nst-serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
+    app.state.admission, app.state.readiness = admission, readiness
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, error: RequestError) -> JSONResponse:
+        return error_response(error.status, error.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            message = f"nothing at {request.method} {request.url.path}; the routes are {ROUTES}"
+        elif error.status_code == 405:
+            message = (f"{request.method} is not allowed on {request.url.path}; "
+                       f"use {(error.headers or {}).get('Allow', 'another method')}")
+        else:  # e.g. a malformed multipart body (400)
+            message = f"bad request: {error.detail}"
+        return error_response(error.status_code, message, error.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal server error ({type(error).__name__}); it was logged on the server")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if readiness["status"] == "ready":
+            return JSONResponse({"status": "ready", "models": list(registry.models)})
+        return JSONResponse(dict(readiness), status_code=503)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/styles")
+    async def styles() -> dict[str, Any]:
+        return registry.describe()
+
+    def busy() -> JSONResponse:
+        metrics.rejected.labels("queue_full").inc()
+        return error_response(
+            503, f"the server is busy ({admission.max_concurrent} running, {admission.max_queue} waiting); "
+                 f"retry after {settings.retry_after_s} s", {"Retry-After": str(settings.retry_after_s)})
+
+    @app.post("/v1/stylize")
+    async def stylize(request: Request) -> Response:
+        if admission.full:  # refuse before reading the upload
+            return busy()
+        job = await read_stylize_form(request, registry, settings)
+        try:
+            result = await admission.run(lambda: stylize_upload(job, settings.max_pixels, metrics))
+        except Overloaded:  # filled up while the upload came in
+            return busy()
+        except DeadlineExceeded as error:
+            metrics.rejected.labels("timeout").inc()
+            where = "waiting for a free inference slot" if error.waited else "stylising"
+            return error_response(504, f"timed out after {error.timeout_s:g} s {where}; retry later or send a "
+                                       "smaller image (max_size)")
+        return Response(result.body, media_type=result.content_type,
+                        headers={"X-Inference-Ms": f"{result.inference_ms:.1f}"})
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        if not (STATIC_DIR / "index.html").is_file():
+            raise StarletteHTTPException(404)
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
