@@ -369,7 +369,13 @@
     }
     const video = $("webcam-video");
     video.srcObject = webcam.stream;
-    await video.play();
+    try {
+      await video.play();
+    } catch (error) {
+      stopWebcam();
+      showError(`Could not play the camera stream (${error.name}: ${error.message}).`);
+      return;
+    }
     webcam.running = true;
     webcam.frames = 0;
     webcam.arrivals = [];
@@ -477,6 +483,9 @@
     $("before").addEventListener("load", () => {
       const before = $("before");
       $("photo-info").textContent = `${state.photo.name}, ${before.naturalWidth}×${before.naturalHeight}`;
+    });
+    $("before").addEventListener("error", () => {
+      if (state.photo) $("photo-info").textContent = `${state.photo.name}: this browser cannot show it (the server may still read it)`;
     });
     $("model-select").addEventListener("change", (event) => {
       chooseModel(event.target.value);
