@@ -396,6 +396,28 @@ def test_admission_runs_in_arrival_order_and_refuses_past_the_queue() -> None:
     assert counts == [(1, 0), (1, 1), (1, 2), (1, 1), (1, 0), (0, 0)]
 
 
+class BrokenModel(GatedModel):
+    """A model whose every run fails, as ONNX Runtime does when it runs out of memory."""
+
+    def __call__(self, batch, weights=None):
+        raise StylizeError("ONNX Runtime failed on input (1, 64, 64, 3) (out of memory)")
+
+
+def test_a_failing_model_is_reported_by_readiness_and_as_a_500(models) -> None:
+    app = create_app([models["wave"]])
+    served = app.state.registry.models["wave"]
+    served.model = BrokenModel(served.model)
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/readyz").json()["status"] != "starting", "the warm-up to end")
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "failed"
+        assert "warm-up failed: ONNX Runtime failed" in response.json()["error"]
+        response = post(client, GOOD)
+        assert response.status_code == 500 and response.json() == {
+            "error": "the model failed: ONNX Runtime failed on input (1, 64, 64, 3) (out of memory)"}
+        assert client.get("/healthz").status_code == 200
+
+
 # --- Settings, models, command line -------------------------------------------------------------------------------
 
 
