@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -59,18 +60,14 @@ def wait_ready(client: TestClient) -> None:
 @pytest.fixture
 def serve(models):
     """``serve(settings)``: a started TestClient on both models (the single-style one is the default)."""
-    stack = []
+    with contextlib.ExitStack() as stack:
 
-    def start(settings: ServeSettings | None = None) -> TestClient:
-        client = TestClient(create_app([models["wave"], models["trio"]], settings))
-        client.__enter__()
-        stack.append(client)
-        wait_ready(client)
-        return client
+        def start(settings: ServeSettings | None = None) -> TestClient:
+            client = stack.enter_context(TestClient(create_app([models["wave"], models["trio"]], settings)))
+            wait_ready(client)
+            return client
 
-    yield start
-    for client in stack:
-        client.__exit__(None, None, None)
+        yield start
 
 
 def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
