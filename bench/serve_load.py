@@ -7,8 +7,9 @@
 With ``--model`` it starts a fresh server per setting (``python -m nst_fast.serve`` on 127.0.0.1, extra options
 in ``--server-args``), reads its peak RSS (``VmHWM`` in ``/proc/PID/status``) before stopping it with SIGTERM,
 and checks that it exits 0. ``--url`` must be a loopback address: this is not a tool for loading other machines.
-Every request must get 200 with an image of the photo's size or 503 with ``Retry-After``; anything else is an
-error, as is a ``/healthz`` probe (every ``--probe-interval`` s) that fails. Exit status 1 when there was any.
+Every request must get 200 with an image of the photo's size or 503 with ``Retry-After`` (after which that
+client waits as long as told, like a well-behaved client); anything else is an error, as is a ``/healthz`` probe
+(every ``--probe-interval`` s) that fails. Exit status 1 when there was any.
 Prints a table and writes a JSON record to ``bench/results/serve_load-<timestamp>.json`` (``--out-dir``).
 Plain script: it needs httpx and Pillow, not torch.
 """
@@ -238,12 +239,19 @@ async def drive(url: str, clients: int, duration_s: float, photos: list[bytes], 
                     outcomes.append(Outcome(response.status_code, time.perf_counter() - sent, ok, problem))
                 except httpx.HTTPError as error:
                     outcomes.append(Outcome(0, time.perf_counter() - sent, False, f"{type(error).__name__}: {error}"))
+                    continue
+                if response.status_code == 503:  # a well-behaved client waits as told
+                    wait = float(response.headers.get("retry-after", "1"))
+                    await asyncio.sleep(max(0.0, min(wait, stop_at - time.perf_counter())))
 
         await asyncio.gather(*(client(i) for i in range(clients)))
         return outcomes, time.perf_counter() - start
 
 
-def run_setting(url: str, clients: int, args: argparse.Namespace, photos: list[bytes]) -> tuple[list[Outcome], float, Probe]:
+def run_setting(
+    url: str, clients: int, args: argparse.Namespace, photos: list[bytes]
+) -> tuple[list[Outcome], float, Probe]:
+    """One setting: the clients and the ``/healthz`` prober; returns the outcomes, the run's length and the probe."""
     probe, stop = Probe(), threading.Event()
     prober = threading.Thread(target=probe_health, args=(url, stop, args.probe_interval, probe), daemon=True)
     prober.start()

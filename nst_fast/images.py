@@ -97,7 +97,9 @@ def _open_unguarded(handle: BinaryIO, name: str) -> Image.Image:
     raise UnidentifiedImageError(f"cannot identify image file {name!r}")
 
 
-def _read_image(open_handle: Callable[[], BinaryIO], name: str, max_pixels: int) -> tuple[Image.Image, Image.Image | None]:
+def _read_image(
+    open_handle: Callable[[], BinaryIO], name: str, max_pixels: int
+) -> tuple[Image.Image, Image.Image | None]:
     """What ``open_image`` and ``decode_image`` share: open, check the pixel limit from the header, decode,
     apply EXIF orientation, convert to 8-bit RGB and split off the alpha channel."""
     try:

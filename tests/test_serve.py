@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -59,18 +60,14 @@ def wait_ready(client: TestClient) -> None:
 @pytest.fixture
 def serve(models):
     """``serve(settings)``: a started TestClient on both models (the single-style one is the default)."""
-    stack = []
+    with contextlib.ExitStack() as stack:
 
-    def start(settings: ServeSettings | None = None) -> TestClient:
-        client = TestClient(create_app([models["wave"], models["trio"]], settings))
-        client.__enter__()
-        stack.append(client)
-        wait_ready(client)
-        return client
+        def start(settings: ServeSettings | None = None) -> TestClient:
+            client = stack.enter_context(TestClient(create_app([models["wave"], models["trio"]], settings)))
+            wait_ready(client)
+            return client
 
-    yield start
-    for client in stack:
-        client.__exit__(None, None, None)
+        yield start
 
 
 def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -394,6 +391,28 @@ def test_admission_runs_in_arrival_order_and_refuses_past_the_queue() -> None:
     order, counts = asyncio.run(scenario())
     assert order == ["a", "b", "c"]
     assert counts == [(1, 0), (1, 1), (1, 2), (1, 1), (1, 0), (0, 0)]
+
+
+class BrokenModel(GatedModel):
+    """A model whose every run fails, as ONNX Runtime does when it runs out of memory."""
+
+    def __call__(self, batch, weights=None):
+        raise StylizeError("ONNX Runtime failed on input (1, 64, 64, 3) (out of memory)")
+
+
+def test_a_failing_model_is_reported_by_readiness_and_as_a_500(models) -> None:
+    app = create_app([models["wave"]])
+    served = app.state.registry.models["wave"]
+    served.model = BrokenModel(served.model)
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/readyz").json()["status"] != "starting", "the warm-up to end")
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "failed"
+        assert "warm-up failed: ONNX Runtime failed" in response.json()["error"]
+        response = post(client, GOOD)
+        assert response.status_code == 500 and response.json() == {
+            "error": "the model failed: ONNX Runtime failed on input (1, 64, 64, 3) (out of memory)"}
+        assert client.get("/healthz").status_code == 200
 
 
 # --- Settings, models, command line -------------------------------------------------------------------------------

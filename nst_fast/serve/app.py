@@ -244,7 +244,6 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
         try:
             yield
         finally:
-            readiness.update(status="stopping", error="the server is shutting down")
             task.cancel()
             admission.shutdown()
 
@@ -267,6 +266,12 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
         else:  # e.g. a malformed multipart body (400)
             message = f"bad request: {error.detail}"
         return error_response(error.status_code, message, error.headers)
+
+    @app.exception_handler(StylizeError)
+    async def model_error(request: Request, error: StylizeError) -> JSONResponse:
+        """The model failed on a valid request (ONNX Runtime out of memory, say): the server's fault, said in a line."""
+        log.error("%s %s: %s", request.method, request.url.path, error)
+        return error_response(500, f"the model failed: {error}")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
