@@ -289,3 +289,10 @@ def test_webcam_streams_one_frame_at_a_time(page) -> None:
     assert page.find_element(By.ID, "webcam-start").is_enabled()
     assert not page.find_element(By.ID, "webcam-stop").is_enabled()
     assert not page.find_element(By.ID, "error").is_displayed()
+
+    # A second run counts from zero with a fresh camera stream.
+    page.find_element(By.ID, "webcam-start").click()
+    assert page.find_element(By.ID, "webcam-frames").text == "0" and page.find_element(By.ID, "fps").text == "–"
+    WebDriverWait(page, WAIT).until(lambda d: int(d.find_element(By.ID, "webcam-frames").text) >= 1)
+    page.find_element(By.ID, "webcam-stop").click()
+    assert page.execute_script("return window.mostInFlight") == 1

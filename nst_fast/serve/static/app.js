@@ -360,6 +360,10 @@
       return;
     }
     $("webcam-start").disabled = true;
+    webcam.frames = 0;
+    webcam.arrivals = [];
+    $("webcam-frames").textContent = "0";
+    $("fps").textContent = "–";
     try {
       webcam.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
     } catch (error) {
@@ -377,10 +381,6 @@
       return;
     }
     webcam.running = true;
-    webcam.frames = 0;
-    webcam.arrivals = [];
-    $("webcam-frames").textContent = "0";
-    $("fps").textContent = "–";
     $("webcam-stop").disabled = false;
     webcamLoop();
   }
