@@ -1,7 +1,8 @@
 """The nst-serve web page in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``)
-driven by Selenium against a live ``python -m nst_fast.serve`` with two tiny random models, a single-style one
-and a three-style one with the identity. What the page shows is compared with what the API returns for the
-same photo and explicit fields, so the page is checked to send what it claims to."""
+driven by Selenium against a live ``python -m nst_fast.serve`` with two tiny ONNX models that have an export's
+interface (``onnx_factory``), a single-style one and a three-style one with the identity. What the page shows is
+compared with what the API returns for the same photo and explicit fields, so the page is checked to send what it
+claims to."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -44,13 +46,13 @@ def require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> str:
+def server(tmp_path_factory) -> Iterator[str]:
     """A live nst-serve on a free local port with a single-style model without thumbnails (the default) and a
     three-style one with the identity and thumbnails; its base URL."""
     root = tmp_path_factory.mktemp("serve")
     single = tiny_onnx_model(root / "wave.onnx", ["wave"])
-    multi = tiny_onnx_model(root / "trio.onnx", TRIO, identity=True, seed=1,
-                            thumbnails=[thumbnail_base64(color) for color in [(200, 30, 30), (30, 200, 30), (30, 30, 200)]])
+    thumbnails = [thumbnail_base64(color) for color in [(200, 30, 30), (30, 200, 30), (30, 30, 200)]]
+    multi = tiny_onnx_model(root / "trio.onnx", TRIO, identity=True, seed=1, thumbnails=thumbnails)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

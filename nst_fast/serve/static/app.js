@@ -226,9 +226,12 @@
 
   /** A short file-name label for the current choice: the style names, and the strength when below 1. */
   function choiceLabel(fields) {
-    const names = fields.style ? fields.style.split(",").map((part) => part.split("=")[0]) : [state.model.styles[0].name];
+    const names = fields.style
+      ? fields.style.split(",").map((part) => part.split("=")[0])
+      : [state.model.styles[0].name];
     let label = names.join("+");
-    if (fields.strength !== undefined && Number(fields.strength) < 1) label += `_${Math.round(Number(fields.strength) * 100)}`;
+    const strength = fields.strength === undefined ? 1 : Number(fields.strength);
+    if (strength < 1) label += `_${Math.round(strength * 100)}`;
     return label.replace(/[^\w+.-]+/g, "_");
   }
 
@@ -260,7 +263,8 @@
     stylize();
   }
 
-  /** Send the photo with the current choices; one request at a time (a change while one runs sends another after it). */
+  /** Send the photo with the current choices, one request at a time: a change made while one runs sends another
+   *  when it ends. */
   async function stylize() {
     if (!state.photo || !state.model) return;
     if (state.busy) {
@@ -356,7 +360,8 @@
   async function startWebcam() {
     if (!state.model) return;
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      showError("This browser gives no camera access to this page: open it over HTTPS or on localhost, in a browser with camera support.");
+      showError("This browser gives no camera access to this page: open it over HTTPS or on localhost, "
+        + "in a browser with camera support.");
       return;
     }
     $("webcam-start").disabled = true;
@@ -365,7 +370,10 @@
     $("webcam-frames").textContent = "0";
     $("fps").textContent = "–";
     try {
-      webcam.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
+      webcam.stream = await navigator.mediaDevices.getUserMedia({
+        video: { width: { ideal: 1280 }, height: { ideal: 720 } },
+        audio: false,
+      });
     } catch (error) {
       $("webcam-start").disabled = false;
       showError(`Could not open the camera (${error.name}: ${error.message}); allow camera access and try again.`);
@@ -485,7 +493,8 @@
       $("photo-info").textContent = `${state.photo.name}, ${before.naturalWidth}×${before.naturalHeight}`;
     });
     $("before").addEventListener("error", () => {
-      if (state.photo) $("photo-info").textContent = `${state.photo.name}: this browser cannot show it (the server may still read it)`;
+      if (!state.photo) return;
+      $("photo-info").textContent = `${state.photo.name}: this browser cannot show it (the server may still read it)`;
     });
     $("model-select").addEventListener("change", (event) => {
       chooseModel(event.target.value);
