@@ -51,7 +51,7 @@
     }
     if (!detail) detail = `HTTP ${response.status} ${response.statusText}`.trim();
     if (response.status === 503) {
-      return `The server is busy: ${detail} (retry in ${retryAfterSeconds(response)} s).`;
+      return `The server is busy: ${detail} (retry in ${Number(retryAfterSeconds(response).toFixed(1))} s).`;
     }
     if (response.status === 504) return `The server took too long: ${detail}`;
     return `The server could not stylise this (HTTP ${response.status}): ${detail}`;
@@ -278,14 +278,16 @@
       showError(error.message);
       return;
     }
+    const photo = state.photo;
     const format = $("format").value;
-    const form = requestForm(state.photo, state.photo.name, fields, format);
+    const form = requestForm(photo, photo.name, fields, format);
     if ($("max-size").value) form.append("max_size", $("max-size").value);
     state.busy = true;
     $("status").textContent = "Stylising…";
     const started = performance.now();
     try {
       const response = await fetch("v1/stylize", { method: "POST", body: form });
+      if (photo !== state.photo) return; // another photo was chosen meanwhile: its request follows
       if (!response.ok) {
         showError(await describeFailure(response));
         $("status").textContent = "";
