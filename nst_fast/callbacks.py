@@ -30,7 +30,8 @@ def _tensorboard(trainer: pl.Trainer) -> Any | None:
 class ImageLogger(Callback):
     """Every ``every_n_steps`` steps, log a grid of a fixed set of content images (top row) above their
     stylised versions, one row per condition of the network (each style in order, then the identity), to
-    TensorBoard as ``preview``; the style images once, as ``style`` (one style) or ``style/<name>``.
+    TensorBoard as ``preview``; the style images once, as ``style`` (one style) or ``style/<name>``. After each
+    validation (``data.val_root``), the same grid of the first ``num_images`` held-out photos as ``val/preview``.
 
     ``num_images`` content images come from the datamodule's ``preview_images`` at ``size`` pixels.
     """
@@ -61,22 +62,30 @@ class ImageLogger(Callback):
         step = trainer.global_step
         if self.content is None or step % self.every_n_steps != 0:
             return
-        self.log_preview(trainer, pl_module, step)
+        self.log_preview(trainer, pl_module, step, self.content, "preview")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.content is not None and trainer.global_step % self.every_n_steps != 0:
-            self.log_preview(trainer, pl_module, trainer.global_step)
+            self.log_preview(trainer, pl_module, trainer.global_step, self.content, "preview")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        held_out = getattr(trainer.datamodule, "val_images", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or held_out is None or _tensorboard(trainer) is None:
+            return
+        self.log_preview(trainer, pl_module, trainer.global_step, held_out[: self.num_images], "val/preview")
 
     @torch.no_grad()
-    def log_preview(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        assert self.content is not None
-        content = self.content.to(pl_module.device)
+    def log_preview(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, images: torch.Tensor, tag: str
+    ) -> None:
+        """Log ``images`` ``[N, 3, H, W]`` (top row) above their stylised versions, one row per condition."""
+        content = images.to(pl_module.device)
         rows = [content]
         for condition in range(len(pl_module.condition_names)):
             conditions = torch.full((len(content),), condition, dtype=torch.long, device=pl_module.device)
             rows.append(pl_module(content, conditions).float().clamp(0, 1))
         grid = make_grid(torch.cat(rows), nrow=len(content), padding=2)
-        _tensorboard(trainer).add_image("preview", grid.cpu(), step)
+        _tensorboard(trainer).add_image(tag, grid.cpu(), step)
 
 
 class Throughput(Callback):

@@ -80,6 +80,8 @@ class DataSchema:
     samples_per_epoch: Optional[int] = None  # noqa: UP045 - OmegaConf needs Optional, not "int | None"
     max_pixels: int = 16384 * 16384
     pin_memory: bool = True
+    val_root: Optional[str] = None  # noqa: UP045
+    val_size: int = 256
 
 
 @dataclass
@@ -205,6 +207,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check_number(cfg, "data.batch_size", 1, integer=True)
     _check_number(cfg, "data.num_workers", 0, integer=True)
     _check_number(cfg, "data.samples_per_epoch", 1, integer=True, optional=True)
+    _check_number(cfg, "data.val_size", 0, integer=True, exclusive=True)
     _check_number(cfg, "trainer.max_steps", 0, integer=True, exclusive=True)
     _check_number(cfg, "optimizer.lr", 0, exclusive=True)
     _check_number(cfg, "max_consecutive_nonfinite", 1, integer=True)

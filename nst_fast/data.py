@@ -140,6 +140,8 @@ class ContentDataModule(pl.LightningDataModule):
 
     ``image_size``: crop side in pixels; ``batch_size``: images per step and per device; ``num_workers``:
     decoding processes; ``samples_per_epoch``: see ``ContentImages``; ``max_pixels``: decompression-bomb limit.
+    ``val_root``: held-out photos for Lightning's validation loop (``None``: no validation), each resized to
+    ``val_size`` on its shorter side and centre-cropped to a square, in ``batch_size`` batches.
     """
 
     def __init__(
@@ -151,6 +153,8 @@ class ContentDataModule(pl.LightningDataModule):
         samples_per_epoch: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         pin_memory: bool = True,
+        val_root: str | os.PathLike | None = None,
+        val_size: int = 256,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
@@ -160,11 +164,15 @@ class ContentDataModule(pl.LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.max_pixels = max_pixels
         self.pin_memory = pin_memory
+        self.val_root = Path(val_root).expanduser() if val_root else None
+        self.val_size = val_size
         self.files: list[Path] = []
+        self.val_images: Tensor | None = None
 
     def check(self) -> None:
         """Find the images and make sure at least one decodes; raises an error naming ``data.root``
-        otherwise (``ConfigError``). Cheap: stops at the first readable file."""
+        otherwise (``ConfigError``). Cheap: stops at the first readable file. Loads the held-out photos of
+        ``val_root``, if set (a handful, checked the same way)."""
         if not self.root.is_dir():
             raise ConfigError(f"data.root={str(self.root)!r} is not a folder")
         self.files = list_images(self.root)
@@ -176,9 +184,12 @@ class ContentDataModule(pl.LightningDataModule):
         for path in self.files:
             try:
                 open_rgb(path, self.max_pixels)
-                return
             except ImageReadError as error:
                 failures.append(str(error))
+                continue
+            if self.val_root is not None:
+                self.val_images = self.held_out_images()
+            return
         raise ConfigError(
             f"data.root={str(self.root)!r}: none of its {len(self.files)} image files is readable, e.g. {failures[0]}"
         )
@@ -199,6 +210,8 @@ class ContentDataModule(pl.LightningDataModule):
             self.check()
         self.check_batches(self.trainer.world_size if self.trainer is not None else 1)
         self.train_set = ContentImages(self.files, self.image_size, self.samples_per_epoch, self.max_pixels)
+        if self.val_root is not None and self.val_images is None:
+            self.val_images = self.held_out_images()
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches (Lightning swaps in a distributed sampler under DDP, so ranks get different photos).
@@ -232,15 +245,52 @@ class ContentDataModule(pl.LightningDataModule):
         """A fixed set of up to ``count`` readable images, centre-cropped to ``size``: ``[N, 3, size, size]``."""
         if not self.files:
             self.check()
-        images: list[Tensor] = []
-        for path in self.files:
-            if len(images) == count:
-                break
-            try:
-                image = resize_shorter_side(open_rgb(path, self.max_pixels), size)
-            except ImageReadError:
-                continue
-            width, height = image.size
-            left, top = (width - size) // 2, (height - size) // 2
-            images.append(to_tensor(image.crop((left, top, left + size, top + size))))
-        return torch.stack(images)
+        return _centre_crops(self.files, size, self.max_pixels, count)
+
+    def held_out_images(self) -> Tensor:
+        """Every readable image under ``val_root``, centre-cropped to ``val_size``: ``[N, 3, S, S]`` in [0, 1].
+        Raises ``ConfigError`` naming ``data.val_root`` when it is not a folder or holds no readable image."""
+        assert self.val_root is not None
+        if not self.val_root.is_dir():
+            raise ConfigError(f"data.val_root={str(self.val_root)!r} is not a folder")
+        files = list_images(self.val_root)
+        images = _centre_crops(files, self.val_size, self.max_pixels) if files else None
+        if images is None or len(images) == 0:
+            raise ConfigError(
+                f"data.val_root={str(self.val_root)!r} holds no readable images (looked recursively for "
+                f"{', '.join(IMAGE_SUFFIXES)})"
+            )
+        training = {path.resolve() for path in self.files}
+        if any(path.resolve() in training for path in files):
+            raise ConfigError(
+                f"data.val_root={str(self.val_root)!r} shares photos with data.root={str(self.root)!r}: "
+                "validation must be on held-out photos"
+            )
+        return images
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out photos in order, ``batch_size`` at a time (an empty list when ``val_root`` is unset,
+        which Lightning takes as no validation)."""
+        if self.val_root is None:
+            return []
+        if self.val_images is None:
+            self.val_images = self.held_out_images()
+        items = [{"image": image, "skipped": [], "crop": f"val:{index}"} for index, image in enumerate(self.val_images)]
+        return DataLoader(items, batch_size=self.batch_size, shuffle=False, collate_fn=collate)
+
+
+def _centre_crops(files: list[Path], size: int, max_pixels: int, count: int | None = None) -> Tensor:
+    """Up to ``count`` (all when ``None``) of ``files`` that read, shorter side resized to ``size`` and
+    centre-cropped to a square: ``[N, 3, size, size]`` (``N`` may be 0)."""
+    images: list[Tensor] = []
+    for path in files:
+        if count is not None and len(images) == count:
+            break
+        try:
+            image = resize_shorter_side(open_rgb(path, max_pixels), size)
+        except ImageReadError:
+            continue
+        width, height = image.size
+        left, top = (width - size) // 2, (height - size) // 2
+        images.append(to_tensor(image.crop((left, top, left + size, top + size))))
+    return torch.stack(images) if images else torch.empty(0, 3, size, size)

@@ -157,6 +157,41 @@ class StyleTransferModule(pl.LightningModule):
         self.log("train/loss", costs.total, prog_bar=True, batch_size=batch_size)
         return costs.total
 
+    def on_validation_epoch_start(self) -> None:
+        self.validation_sums: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Held-out photos (``data.val_root``) stylised with every trained style; sums of their costs per image
+        (content, style, the training objective's total; per style when there are several), made into means by
+        ``on_validation_epoch_end``. The identity condition is left out (it has no style cost)."""
+        images = batch["image"]
+        batch_size = images.shape[0]
+        trained_styles = [c for c in self.trained_conditions.tolist() if self.style_index_of_condition[c] != IDENTITY]
+        sums = self.validation_sums
+        for condition in trained_styles:
+            conditions = torch.full((batch_size,), condition, dtype=torch.long, device=images.device)
+            costs = self.compute_costs(images, conditions)
+            terms = {"val/content": costs.content, "val/style": costs.style, "val/total": costs.total}
+            if len(trained_styles) > 1:
+                terms[f"val/style/{self.condition_names[condition]}"] = costs.style * len(trained_styles)
+            for name, value in terms.items():  # costs are batch means; the overall means divide by styles too
+                sums[name] = sums.get(name, 0.0) + value.detach().double() * batch_size / len(trained_styles)
+        sums["images"] = sums.get("images", 0.0) + torch.tensor(float(batch_size), dtype=torch.float64, device=images.device)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the held-out means at the global step of the weights they measure (Lightning's own ``self.log``
+        would file them one step earlier during fitting), summed over DDP ranks first."""
+        if self.trainer.sanity_checking or not self.validation_sums:
+            return
+        names = sorted(self.validation_sums)
+        totals = self.trainer.strategy.reduce(torch.stack([self.validation_sums[n] for n in names]), reduce_op="sum")
+        sums = dict(zip(names, totals.tolist()))
+        images = sums.pop("images")
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics({name: value / images for name, value in sums.items()}, step=self.global_step)
+
     def _per_condition_metrics(self, costs: Costs, conditions: Tensor) -> dict[str, Tensor]:
         """``train/style/<name>`` and ``train/content/<name>``: this batch's mean costs per condition present."""
         metrics = {}

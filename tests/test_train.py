@@ -3,6 +3,7 @@
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -307,3 +308,47 @@ def test_nonfinite_losses_stop_with_their_own_status_and_keep_checkpoints(tmp_pa
     assert steps and steps == list(range(1, steps[-1] + 1)), "every finite step's checkpoint is kept"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps[-1]
     assert f"non-finite loss at step {steps[-1]}:" in errors[0], "skipped steps do not advance the step"
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three photos that are not training photos (random noise and flat colours), one of them not square."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("held_out")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / "noise.png")
+    Image.new("RGB", (40, 40), (200, 30, 90)).save(folder / "red.jpg")
+    Image.new("RGB", (64, 40), (20, 160, 90)).save(folder / "green_wide.png")
+    return folder
+
+
+def test_validation_logs_held_out_costs_and_preview(held_out: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_train("experiment=smoke", "style=[wave,starry]", f"data.val_root={held_out}", "data.val_size=32",
+              "trainer.val_check_interval=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    accumulator = events(run_dir)
+    for tag in ("val/content", "val/style", "val/total", "val/style/wave", "val/style/starry"):
+        values = accumulator.Scalars(tag)
+        assert [event.step for event in values] == [3, 6], tag
+        assert all(np.isfinite(event.value) and event.value > 0 for event in values), tag
+    total, content, style = (accumulator.Scalars(t)[-1].value for t in ("val/total", "val/content", "val/style"))
+    assert total > content and total > 0
+    styles = [accumulator.Scalars(f"val/style/{name}")[-1].value for name in ("wave", "starry")]
+    assert style == pytest.approx(sum(styles) / 2, rel=1e-4), "val/style averages the styles"
+    previews = accumulator.Images("val/preview")
+    assert [image.step for image in previews] == [3, 6]
+    # Two held-out photos (num_images=2) above one row per style and the identity: 4 rows of 32 px.
+    assert previews[0].height == 4 * 32 + 5 * 2 and previews[0].width == 2 * 32 + 3 * 2
+
+
+@pytest.mark.parametrize("case", ["missing", "training photos"])
+def test_validation_folder_mistakes_name_the_key(case: str, tmp_path: Path) -> None:
+    from nst_fast.config import asset_path
+
+    folder = tmp_path / "nowhere" if case == "missing" else Path(asset_path("content"))
+    result = run_train("experiment=smoke", f"data.val_root={folder}", f"hydra.run.dir={tmp_path / 'run'}",
+                       cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    expected = "is not a folder" if case == "missing" else "shares photos with data.root"
+    assert f"data.val_root={str(folder)!r}" in result.stderr and expected in result.stderr, result.stderr[-2000:]
