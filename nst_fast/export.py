@@ -10,6 +10,12 @@
   computed in float32 (casts around it), since its variance is where fp16 loses precision or overflows.
 - optionally ``NAME.uint8.onnx``: ``image`` uint8 ``[H, W, 3]`` RGB -> ``stylized`` uint8 ``[H, W, 3]``, for
   consumers that should need no pre- or post-processing.
+- optionally ``triton/NAME/config.pbtxt`` and ``triton/NAME/1/model.onnx``: a Triton model repository serving
+  ``NAME.onnx`` (``NAME`` with ``+`` as ``_``), checked with Triton's schema and against the graph
+  (``nst_fast.triton_repo``).
+
+Every ONNX file and the TorchScript file carry ``nst_fast.style_thumbnails``: small JPEG thumbnails of the style
+paintings (``null`` for a painting missing here, with a note; a missing painting never fails the export).
 
 Networks with more than one condition (several styles, or a style and the identity) get a second input
 ``style_weights`` in every format: float32 ``[N, S]`` (``[S]`` for the uint8 model), one weight per style in the
@@ -26,7 +32,10 @@ Files are written into a temporary folder beside ``out_dir`` and moved there onl
 
 from __future__ import annotations
 
+import base64
 import copy
+import dataclasses
+import io
 import json
 import re
 import shutil
@@ -39,12 +48,23 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from nst_fast import __version__
 from nst_fast.checkpoint import CheckpointInfo, load_transformer
-from nst_fast.errors import EXIT_FAILED, EXIT_USAGE, NstFastError, first_line
+from nst_fast.config import asset_path
+from nst_fast.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, NstFastError, first_line
+from nst_fast.images import ImageReadError, open_rgb
 from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
+from nst_fast.triton_repo import (
+    TritonConfigError,
+    TritonOptions,
+    config_summary,
+    model_config_schema,
+    triton_model_name,
+    write_triton_model,
+)
 from nst_fast.conventions import (
     EXPORT_FORMAT,
     INPUT_DESCRIPTIONS,
@@ -60,10 +80,12 @@ from nst_fast.conventions import (
     META_STYLE_IMAGE,
     META_STYLE_IMAGES,
     META_STYLE_NAME,
+    META_STYLE_THUMBNAILS,
     META_STYLES,
     META_TRANSFORMER,
     META_VERSION,
     OUTPUT_NAME,
+    THUMBNAIL_SIZE,
     TORCHSCRIPT_META_FILE,
     WEIGHTS_DESCRIPTIONS,
     WEIGHTS_NAME,
@@ -77,6 +99,8 @@ UINT8_TOLERANCE = 2  # grey levels, after rounding the eager output the same way
 #: Verification inputs: an odd size, and a batch of 2 at another size (NCHW); uint8 models take single HWC images.
 VERIFY_SHAPES = ((1, 3, 181, 243), (2, 3, 96, 128))
 VERIFY_SHAPES_UINT8 = ((181, 243, 3), (96, 128, 3))
+#: Folder of ``out_dir`` that holds the Triton model repository.
+TRITON_FOLDER = "triton"
 
 
 class ExportError(NstFastError, RuntimeError):
@@ -99,9 +123,12 @@ class ExportedFile:
 
 @dataclass
 class ExportResult:
+    """What an export wrote: verified files, and the Triton model folder (``out_dir/triton/NAME``) if asked."""
+
     out_dir: Path
     info: CheckpointInfo
     files: list[ExportedFile] = field(default_factory=list)
+    triton: Path | None = None
 
     def file(self, kind: str) -> Path:
         return next(f.path for f in self.files if f.kind == kind)
@@ -207,9 +234,73 @@ class SizeCheckedTransformer(nn.Module):
 # --- Writing ------------------------------------------------------------------------------------------------------
 
 
-def onnx_metadata(info: CheckpointInfo, layout: str, precision: str) -> dict[str, str]:
-    """The ``metadata_props`` of an exported ONNX file (all strings)."""
+#: JPEG quality of the style thumbnails (a few KB each at 128 pixels).
+THUMBNAIL_QUALITY = 80
+
+
+def find_style_image(recorded: str) -> Path | None:
+    """The painting a checkpoint names, on this machine: the recorded path if it is a file; else, for a painting
+    bundled with the package (recorded as ``.../nst_fast/assets/styles/X.jpg`` where it was trained, or as a
+    path relative to the assets, ``styles/X.jpg``), the bundled copy here; else ``None``."""
+    if not recorded:
+        return None
+    path = Path(recorded).expanduser()
+    if path.is_file():
+        return path
+    parts = path.parts
+    bundled = [i for i in range(1, len(parts)) if parts[i - 1] == "nst_fast" and parts[i] == "assets"]
+    if bundled:
+        relative = "/".join(parts[bundled[-1] + 1:])
+    elif not path.is_absolute():
+        relative = path.as_posix()
+    else:
+        return None
+    try:
+        return Path(asset_path(relative))
+    except ConfigError:
+        return None
+
+
+def style_thumbnail(path: Path, size: int = THUMBNAIL_SIZE, quality: int = THUMBNAIL_QUALITY) -> str:
+    """A base64 JPEG of the image at ``path``, scaled (up or down) so that its longer side is ``size`` pixels.
+    Raises ``ImageReadError`` for an unreadable file."""
+    image = open_rgb(path)
+    scale = size / max(image.size)
+    width, height = (max(1, round(side * scale)) for side in image.size)
+    thumbnail = image.resize((width, height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    thumbnail.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def style_thumbnails(info: CheckpointInfo, log: Callable[[str], None] = print) -> list[str | None]:
+    """Thumbnails of the checkpoint's style paintings in style order (``nst_fast.style_thumbnails``); ``None``,
+    with a one-line note to ``log``, for a painting that is missing here (a checkpoint trained elsewhere) or
+    unreadable: a missing thumbnail never fails an export."""
+    thumbnails: list[str | None] = []
+    for style in info.styles:
+        name, recorded = str(style.get("name", "")), str(style.get("image", ""))
+        path = find_style_image(recorded)
+        thumbnail = None
+        if path is None:
+            log(f"  note: style {name!r}: painting {recorded!r} not found here; its thumbnail is null")
+        else:
+            try:
+                thumbnail = style_thumbnail(path)
+            except ImageReadError as error:
+                log(f"  note: style {name!r}: {first_line(error)}; its thumbnail is null")
+        thumbnails.append(thumbnail)
+    return thumbnails
+
+
+def onnx_metadata(
+    info: CheckpointInfo, layout: str, precision: str, thumbnails: list[str | None] | None = None
+) -> dict[str, str]:
+    """The ``metadata_props`` of an exported ONNX file (all strings). ``thumbnails``: as ``style_thumbnails``
+    returns them (``None``: made here, without notes)."""
     multi = info_conditions(info) > 1
+    if thumbnails is None:
+        thumbnails = style_thumbnails(info, log=lambda _: None)
     return {
         META_FORMAT: EXPORT_FORMAT,
         META_VERSION: __version__,
@@ -223,6 +314,7 @@ def onnx_metadata(info: CheckpointInfo, layout: str, precision: str) -> dict[str
         META_LAYOUT: layout,
         META_PRECISION: precision,
         META_INPUT: INPUT_DESCRIPTIONS[layout] + (f"; {WEIGHTS_DESCRIPTIONS[layout]}" if multi else ""),
+        META_STYLE_THUMBNAILS: json.dumps(thumbnails),
     }
 
 
@@ -260,28 +352,36 @@ def _example_weights(info: CheckpointInfo, *batch: int) -> tuple[Tensor, ...]:
     return (torch.full((*batch, len(info.styles)), 1.0 / (len(info.styles) + int(info.identity))),)
 
 
-def export_onnx(network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18, fp16: bool = False) -> None:
+def export_onnx(
+    network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18, fp16: bool = False,
+    thumbnails: list[str | None] | None = None,
+) -> None:
     """The float32-I/O ONNX model (float16 inside when ``fp16``), dynamic batch, height and width; with
-    ``style_weights [N, S]`` as second input for multi-condition networks."""
+    ``style_weights [N, S]`` as second input for multi-condition networks. ``thumbnails``: see ``onnx_metadata``."""
     batch, height, width = _dims()
     module = exported_interface(Float16Transformer(network) if fp16 else network, info)
     examples = (torch.rand(2, 3, 64, 96), *_example_weights(info, 2))
     dynamic = ({0: batch, 2: height, 3: width}, {0: batch})[: len(examples)]
-    metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp16" if fp16 else "fp32")
+    metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp16" if fp16 else "fp32", thumbnails)
     _export_onnx(module, examples, dynamic, path, metadata, opset)
 
 
-def export_onnx_uint8(network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18) -> None:
+def export_onnx_uint8(
+    network: TransformerNet, path: Path, info: CheckpointInfo, *, opset: int = 18,
+    thumbnails: list[str | None] | None = None,
+) -> None:
     """The deployment ONNX model: one uint8 HWC RGB image in (and ``style_weights [S]`` for multi-condition
     networks), one out; dynamic height and width."""
     _, height, width = _dims()
     examples = (torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8), *_example_weights(info))
     dynamic = ({0: height, 1: width}, None)[: len(examples)]
     module = Uint8Transformer(exported_interface(network, info))
-    _export_onnx(module, examples, dynamic, path, onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32"), opset)
+    _export_onnx(module, examples, dynamic, path, onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32", thumbnails), opset)
 
 
-def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo) -> None:
+def export_torchscript(
+    network: TransformerNet, path: Path, info: CheckpointInfo, thumbnails: list[str | None] | None = None
+) -> None:
     """``torch.jit.trace`` at a size that needs padding (the pad is computed from the traced input's shape,
     so other sizes work too; verification checks it), behind the size check (``SizeCheckedTransformer``),
     saved with the metadata as an extra file. Multi-condition networks take ``(image, style_weights [N, S])``
@@ -289,7 +389,7 @@ def export_torchscript(network: TransformerNet, path: Path, info: CheckpointInfo
     examples = (torch.rand(1, 3, 66, 94), *_example_weights(info, 1))
     with torch.no_grad():
         traced = torch.jit.trace(exported_interface(SizeCheckedTransformer(network), info), examples)
-    metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp32")
+    metadata = onnx_metadata(info, LAYOUT_NCHW_FLOAT, "fp32", thumbnails)
     torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META_FILE: json.dumps(metadata)})
 
 
@@ -435,13 +535,22 @@ def export_checkpoint(
     tolerance: float = FP32_TOLERANCE,
     fp16_tolerance: float = FP16_TOLERANCE,
     uint8_tolerance: float = UINT8_TOLERANCE,
+    triton: TritonOptions | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export ``ckpt_path`` to ONNX (+ TorchScript, fp16 and uint8 ONNX as asked), verify, then move into
-    ``out_dir``. Raises ``ExportError`` (one-line message) for expected failures; leaves nothing behind then."""
+    ``out_dir``; with ``triton``, also a Triton model repository ``out_dir/triton/`` serving the float32 ONNX
+    file (see ``nst_fast.triton_repo``). Raises ``ExportError`` (one-line message) for expected failures;
+    leaves nothing behind then."""
     ckpt_path = Path(ckpt_path).expanduser().resolve()
     if opset < 18:
         raise ExportUsageError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
+    if triton is not None:
+        try:
+            triton.check()
+            model_config_schema()
+        except TritonConfigError as error:
+            raise ExportUsageError(str(error)) from error
     try:
         network, info = load_transformer(ckpt_path)
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # CheckpointError is a ValueError
@@ -467,6 +576,7 @@ def export_checkpoint(
 
     result = ExportResult(out_dir=out_dir, info=info)
     try:
+        thumbnails = style_thumbnails(info, log)
         steps: list[tuple[str, str, Callable[[Path], None], Callable[[Path], tuple[float, float, tuple]]]] = []
         reference = eager_runner(network, info)
         cases = verification_weights(info)
@@ -498,16 +608,19 @@ def export_checkpoint(
 
             return verify_nchw(run, reference, cases, path.name, tolerance), tolerance, VERIFY_SHAPES
 
-        steps.append(("onnx", f"{name}.onnx", lambda p: export_onnx(network, p, info, opset=opset),
+        steps.append(("onnx", f"{name}.onnx",
+                      lambda p: export_onnx(network, p, info, opset=opset, thumbnails=thumbnails),
                       onnx_check(LAYOUT_NCHW_FLOAT, tolerance)))
         if fp16:
-            steps.append(("onnx_fp16", f"{name}.fp16.onnx", lambda p: export_onnx(network, p, info, opset=opset, fp16=True),
+            steps.append(("onnx_fp16", f"{name}.fp16.onnx",
+                          lambda p: export_onnx(network, p, info, opset=opset, fp16=True, thumbnails=thumbnails),
                           onnx_check(LAYOUT_NCHW_FLOAT, fp16_tolerance)))
         if uint8:
-            steps.append(("onnx_uint8", f"{name}.uint8.onnx", lambda p: export_onnx_uint8(network, p, info, opset=opset),
+            steps.append(("onnx_uint8", f"{name}.uint8.onnx",
+                          lambda p: export_onnx_uint8(network, p, info, opset=opset, thumbnails=thumbnails),
                           onnx_check(LAYOUT_HWC_UINT8, uint8_tolerance, uint8_io=True)))
         if torchscript:
-            steps.append(("torchscript", f"{name}.torchscript.pt", lambda p: export_torchscript(network, p, info),
+            steps.append(("torchscript", f"{name}.torchscript.pt", lambda p: export_torchscript(network, p, info, thumbnails),
                           torchscript_check))
 
         for kind, filename, write, check in steps:
@@ -517,13 +630,26 @@ def export_checkpoint(
             shown = ", ".join("x".join(map(str, s)) for s in shapes)
             log(f"  {filename}: OK, max |diff| to eager {diff:.2e} (tolerance {tol:g}) at {shown}")
             result.files.append(ExportedFile(out_dir / filename, kind, diff, tol, shapes))
-        stray = sorted(p.name for p in staging.iterdir() if p.name not in {Path(f.path).name for f in result.files})
+        expected = {Path(f.path).name for f in result.files}
+        if triton is not None:
+            model_dir = _one_line_errors("triton: writing the model repository failed", lambda p: _write_triton(
+                staging / f"{name}.onnx", p, triton_model_name(name), triton, info, log), staging / TRITON_FOLDER)
+            result.triton = out_dir / TRITON_FOLDER / model_dir.name
+            expected.add(TRITON_FOLDER)
+        stray = sorted(p.name for p in staging.iterdir() if p.name not in expected)
         if stray:
             raise ExportError(f"the exporter wrote unexpected extra files: {', '.join(stray)}")
 
         out_dir.mkdir(exist_ok=True)
         for exported in result.files:
             (staging / exported.path.name).replace(exported.path)
+        if result.triton is not None:
+            # File by file: other versions or models already in out_dir/triton/ stay.
+            staged = staging / TRITON_FOLDER / result.triton.name
+            for source in sorted(p for p in staged.rglob("*") if p.is_file()):
+                target = result.triton / source.relative_to(staged)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source.replace(target)
     except BaseException as error:  # leave nothing behind, whatever went wrong
         shutil.rmtree(staging, ignore_errors=True)
         _remove_created(created)
@@ -533,6 +659,23 @@ def export_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     log(f"export: wrote {len(result.files)} verified file(s) to {out_dir}")
     return result
+
+
+def _write_triton(
+    onnx_path: Path, repository: Path, model: str, options: TritonOptions, info: CheckpointInfo,
+    log: Callable[[str], None],
+) -> Path:
+    """``write_triton_model``, logged; a config that does not match the graph is an ``ExportError``."""
+    try:
+        folder, config = write_triton_model(onnx_path, repository, model, options, info.style_names, info.identity)
+    except TritonConfigError as error:
+        raise ExportError(
+            f"{TRITON_FOLDER}/{model}/config.pbtxt: {error} (a bug in the config writer: please report it, with "
+            f"the file; meanwhile export with export.triton=false)"
+        ) from error
+    log(f"  {TRITON_FOLDER}/{model}/: config.pbtxt parses as Triton's ModelConfig and matches 1/model.onnx "
+        f"({config_summary(config)})")
+    return folder
 
 
 def _one_line_errors(what: str, action: Callable[[Path], Any], path: Path) -> Any:
@@ -561,6 +704,21 @@ def _remove_created(path: Path | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def triton_options(settings: Any) -> TritonOptions | None:
+    """``TritonOptions`` from ``export.triton_*`` (``None`` for ``export.triton=false``); ``ExportUsageError`` for
+    ``triton_*`` settings changed without ``export.triton=true``, which would otherwise be silently ignored."""
+    defaults = TritonOptions()
+    given = {key: settings.get(f"triton_{key}", value) for key, value in dataclasses.asdict(defaults).items()}
+    if settings.get("triton", False):
+        return TritonOptions(**given)
+    changed = [f"export.triton_{key}={json.dumps(value) if isinstance(value, bool) else value}"
+               for key, value in given.items() if value != getattr(defaults, key)]
+    if changed:
+        verb = "needs" if len(changed) == 1 else "need"
+        raise ExportUsageError(f"{', '.join(changed)} {verb} export.triton=true (they configure the Triton model)")
+    return None
+
+
 def run(cfg: Any) -> int:
     """Entry point for ``export.py`` (a Hydra/OmegaConf config with ``ckpt_path`` and ``export.*``); returns
     the exit status (0 written, 1 the export failed, 2 unusable input) and prints expected errors on one line."""
@@ -581,6 +739,7 @@ def run(cfg: Any) -> int:
             tolerance=float(settings.get("tolerance", FP32_TOLERANCE)),
             fp16_tolerance=float(settings.get("fp16_tolerance", FP16_TOLERANCE)),
             uint8_tolerance=float(settings.get("uint8_tolerance", UINT8_TOLERANCE)),
+            triton=triton_options(settings),
         )
     except ExportError as error:
         print(f"export: error: {error}", file=sys.stderr)

@@ -58,3 +58,13 @@ def small_network(seed: int = 0, num_conditions: int = 1) -> TransformerNet:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.3, 0.3)
     return network.eval()
+
+
+def load_example_client():
+    """``examples/triton_client.py`` as a module (examples/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("triton_client", REPO_ROOT / "examples" / "triton_client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
 
 from nst_fast import __version__
 from nst_fast.checkpoint import checkpoint_metadata
 from nst_fast.export import ExportError, export_checkpoint
-from helpers import small_network
+from nst_fast.triton_repo import TritonOptions
+from helpers import load_example_client, small_network
 
 from nst_fast.models import TransformerNet
 
@@ -39,11 +42,12 @@ def save_checkpoint(
     return path
 
 
-def export_all(folder: Path, network: TransformerNet, **checkpoint: object):
-    """Every format of ``network``'s checkpoint, verified: the run folder, the network, the result, the log."""
+def export_all(folder: Path, network: TransformerNet, triton: TritonOptions, **checkpoint: object):
+    """Every format of ``network``'s checkpoint, verified, and a Triton model: the run folder, the network, the
+    result, the log."""
     ckpt = save_checkpoint(folder / "checkpoints" / "last.ckpt", network, **checkpoint)
     lines: list[str] = []
-    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, log=lines.append)
+    result = export_checkpoint(ckpt, fp16=True, uint8=True, torchscript=True, triton=triton, log=lines.append)
     return folder, network, result, lines
 
 
@@ -54,18 +58,19 @@ def eager(network: TransformerNet, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    return export_all(tmp_path_factory.mktemp("run"), small_network())
+    return export_all(tmp_path_factory.mktemp("run"), small_network(), TritonOptions())
 
 
 def test_writes_all_formats_beside_the_run(exported) -> None:
     run, _, result, lines = exported
     assert result.out_dir == run / "export"
     names = sorted(p.name for p in (run / "export").iterdir())
-    assert names == ["starry.fp16.onnx", "starry.onnx", "starry.torchscript.pt", "starry.uint8.onnx"]
+    assert names == ["starry.fp16.onnx", "starry.onnx", "starry.torchscript.pt", "starry.uint8.onnx", "triton"]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "export"]  # no temporary folder left
     # Every file was verified, and the max difference printed.
-    for name in names:
+    for name in names[:-1]:
         assert any(line.strip().startswith(f"{name}: OK, max |diff|") for line in lines), lines
+    assert any(line.strip().startswith("triton/starry/: config.pbtxt parses") for line in lines), lines
 
 
 def test_onnx_file_is_self_contained_and_described(exported) -> None:
@@ -270,17 +275,25 @@ def test_cli_writes_only_to_out_dir(tmp_path) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     # Lightning names checkpoints step=N.ckpt: Hydra needs such a value quoted.
-    done = _run_cli([f"ckpt_path='{os.path.relpath(ckpt, cwd)}'", "export.torchscript=false"], cwd)
+    done = _run_cli([f"ckpt_path='{os.path.relpath(ckpt, cwd)}'", "export.torchscript=false", "export.triton=true",
+                     "export.triton_instance_kind=KIND_CPU", "export.triton_max_batch_size=2"], cwd)
     assert done.returncode == 0, done.stderr
     assert "starry.onnx: OK, max |diff|" in done.stdout
     assert list(cwd.iterdir()) == []  # no outputs/, .hydra/ or export.log in the working directory
-    assert [p.name for p in (tmp_path / "run" / "export").iterdir()] == ["starry.onnx"]
+    export = tmp_path / "run" / "export"
+    assert sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file()) == [
+        "starry.onnx", "triton/starry/1/model.onnx", "triton/starry/config.pbtxt"]
+    config = (export / "triton" / "starry" / "config.pbtxt").read_text()
+    assert "kind: KIND_CPU" in config and "max_batch_size: 2\n" in config
 
 
 @pytest.mark.parametrize("args, message, status", [
     ([], "ckpt_path is required", 2),
     (["ckpt_path=/nonexistent/last.ckpt"], "does not exist", 2),
     (["ckpt_path=CKPT", "export.tolerance=-1"], "verification failed: max |diff|", 1),
+    (["ckpt_path=CKPT", "export.triton_tensorrt=true"], "export.triton_tensorrt=true needs export.triton=true", 2),
+    (["ckpt_path=CKPT", "export.triton=true", "export.triton_instance_kind=KIND_TPU"],
+     "export.triton_instance_kind='KIND_TPU' is not one of KIND_GPU, KIND_CPU", 2),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message, status) -> None:
     ckpt = save_checkpoint(tmp_path / "ckpt" / "last.ckpt", small_network())
@@ -294,6 +307,25 @@ def test_cli_errors_are_one_line(tmp_path, args, message, status) -> None:
 # --- Multi-style networks: a second input, style_weights -------------------------------------------------------
 
 MULTI_STYLES = [{"name": n, "image": f"/data/styles/{n}.jpg", "size": 256} for n in ("starry", "wave", "udnie")]
+#: The paintings of the multi-style export: the bundled starry night as recorded on another machine (found in the
+#: package here), a portrait painting of one colour (written by ``paint_multi_styles``), and a missing one.
+FOREIGN_BUNDLED = "/elsewhere/lib/python3.11/site-packages/nst_fast/assets/styles/starry_night.jpg"
+WAVE_SIZE, WAVE_COLOUR = (90, 240), (20, 90, 200)
+
+
+def multi_styles(folder: Path) -> list[dict]:
+    """The styles of the multi-style export in ``folder``."""
+    return [{"name": "starry", "image": FOREIGN_BUNDLED, "size": 256},
+            {"name": "wave", "image": str(folder / "paintings" / "wave.png"), "size": 256},
+            {"name": "udnie", "image": "/data/styles/udnie.jpg", "size": 256}]
+
+
+def paint_multi_styles(folder: Path) -> list[dict]:
+    """``multi_styles(folder)``, with the wave painting written."""
+    styles = multi_styles(folder)
+    Path(styles[1]["image"]).parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", WAVE_SIZE, WAVE_COLOUR).save(styles[1]["image"])
+    return styles
 
 
 def multi_network(seed: int = 0) -> TransformerNet:
@@ -311,7 +343,9 @@ def eager_weighted(network: TransformerNet, x: np.ndarray, style_weights: np.nda
 
 @pytest.fixture(scope="module")
 def exported_multi(tmp_path_factory):
-    return export_all(tmp_path_factory.mktemp("multi"), multi_network(), style=MULTI_STYLES, identity=True)
+    folder = tmp_path_factory.mktemp("multi")
+    triton = TritonOptions(max_batch_size=4, tensorrt=True, trt_opt_side=256, trt_max_side=768)
+    return export_all(folder, multi_network(), triton, style=paint_multi_styles(folder), identity=True)
 
 
 def test_multi_style_export_takes_style_weights_per_image(exported_multi) -> None:
@@ -325,7 +359,7 @@ def test_multi_style_export_takes_style_weights_per_image(exported_multi) -> Non
     assert dims[1] == 3 and isinstance(dims[0], str) and dims[0] == image.type.tensor_type.shape.dim[0].dim_param
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["nst_fast.styles"]) == ["starry", "wave", "udnie"] and meta["nst_fast.identity"] == "true"
-    assert json.loads(meta["nst_fast.style_images"]) == [s["image"] for s in MULTI_STYLES]
+    assert json.loads(meta["nst_fast.style_images"]) == [s["image"] for s in multi_styles(run)]
     assert "style_weights: float32 [N, S]" in meta["nst_fast.input"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(5).random((4, 3, 29, 38), dtype=np.float32)
@@ -413,3 +447,226 @@ def test_checkpoints_from_before_multi_style_still_export(tmp_path) -> None:
     assert json.loads(meta["nst_fast.styles"]) == ["starry"] and meta["nst_fast.identity"] == "false"
     x = np.random.default_rng(7).random((1, 3, 20, 24), dtype=np.float32)
     np.testing.assert_allclose(session.run(None, {"image": x})[0], eager(network, x), atol=1e-4, rtol=0)
+
+
+# --- Style thumbnails in the metadata ------------------------------------------------------------------------------
+
+
+def decode_jpeg(text: str) -> Image.Image:
+    import base64
+    import io
+
+    data = base64.b64decode(text, validate=True)
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG" and len(data) < 16_000
+    return image.convert("RGB")
+
+
+def test_thumbnails_of_the_paintings_in_style_order(exported_multi) -> None:
+    run, _, result, lines = exported_multi
+    for kind in ("onnx", "onnx_fp16", "onnx_uint8"):
+        meta = {p.key: p.value for p in onnx.load(str(result.file(kind))).metadata_props}
+        starry, wave, udnie = json.loads(meta["nst_fast.style_thumbnails"])
+    extra = {"nst_fast.json": ""}
+    torch.jit.load(str(result.file("torchscript")), _extra_files=extra)
+    assert json.loads(json.loads(extra["nst_fast.json"])["nst_fast.style_thumbnails"]) == [starry, wave, udnie]
+    # starry: recorded on another machine, found in the package here; longer side 128, the painting's content.
+    painting = Image.open(REPO_ROOT / "nst_fast" / "assets" / "styles" / "starry_night.jpg").convert("RGB")
+    width, height = painting.size
+    expected_size = (128, round(128 * height / width)) if width >= height else (round(128 * width / height), 128)
+    thumbnail = decode_jpeg(starry)
+    assert thumbnail.size == expected_size
+    reference = np.asarray(painting.resize(expected_size, Image.Resampling.BILINEAR), dtype=float)
+    assert np.abs(np.asarray(thumbnail, dtype=float) - reference).mean() < 12  # JPEG and resampling differences
+    # wave: a 90x240 portrait of one colour -> 48x128 of that colour.
+    thumbnail = decode_jpeg(wave)
+    assert thumbnail.size == (48, 128)
+    assert np.abs(np.asarray(thumbnail, dtype=float).mean(axis=(0, 1)) - WAVE_COLOUR).max() < 3
+    # udnie: missing here -> null, with a note; the export went on.
+    assert udnie is None
+    assert [line for line in lines if "note:" in line] == [
+        "  note: style 'udnie': painting '/data/styles/udnie.jpg' not found here; its thumbnail is null"]
+
+
+def test_missing_painting_gives_null(exported) -> None:
+    run, _, result, lines = exported
+    meta = {p.key: p.value for p in onnx.load(str(result.file("onnx"))).metadata_props}
+    assert json.loads(meta["nst_fast.style_thumbnails"]) == [None]
+    assert any(f"painting {STYLE['image']!r} not found here" in line for line in lines), lines
+
+
+def test_unreadable_painting_gives_null_with_a_note(tmp_path) -> None:
+    from nst_fast.checkpoint import CheckpointInfo
+    from nst_fast.export import style_thumbnails
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    bundled = {"name": "scream", "image": "styles/the_scream.jpg"}  # relative to the package's assets
+    notes: list[str] = []
+    starry, scream = style_thumbnails(CheckpointInfo({}, [{"name": "starry", "image": str(broken)}, bundled]), notes.append)
+    assert starry is None and len(notes) == 1 and "style 'starry'" in notes[0] and "not a readable image" in notes[0]
+    assert max(decode_jpeg(scream).size) == 128
+
+
+# --- Triton model repository ---------------------------------------------------------------------------------------
+
+
+def parse_config(path: Path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("fixture, model", [("exported", "starry"), ("exported_multi", "starry_wave_udnie")])
+def test_triton_repository_matches_the_onnx_graph(fixture, model, request) -> None:
+    from tritonclient.grpc import model_config_pb2 as schema
+
+    run, _, result, _ = request.getfixturevalue(fixture)
+    repository = run / "export" / "triton"
+    assert result.triton == repository / model
+    assert sorted(str(p.relative_to(repository)) for p in repository.rglob("*") if p.is_file()) == [
+        f"{model}/1/model.onnx", f"{model}/config.pbtxt"]
+    assert (repository / model / "1" / "model.onnx").read_bytes() == result.file("onnx").read_bytes()
+    config = parse_config(repository / model / "config.pbtxt")
+    assert (config.name, config.platform) == (model, "onnxruntime_onnx")
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert [schema.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_GPU"]
+    # Against the graph as ONNX Runtime reads it: names, float32, dims without the (dynamic) batch dim.
+    session = ort.InferenceSession(str(repository / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for declared, graph in ((config.input, session.get_inputs()), (config.output, session.get_outputs())):
+        assert [t.name for t in declared] == [t.name for t in graph]
+        for tensor, value in zip(declared, graph):
+            assert value.type == "tensor(float)" and schema.DataType.Name(tensor.data_type) == "TYPE_FP32"
+            assert isinstance(value.shape[0], str)
+            assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in value.shape[1:]]
+    styles = json.loads(config.parameters["nst_fast.styles"].string_value)
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    if model == "starry":
+        assert config.max_batch_size == 8 and [t.name for t in config.input] == ["image"]
+        assert styles == ["starry"] and not accelerators
+        assert list(config.input[0].dims) == [3, -1, -1]
+    else:
+        assert config.max_batch_size == 4 and styles == ["starry", "wave", "udnie"]
+        assert [list(t.dims) for t in config.input] == [[3, -1, -1], [3]]
+        (tensorrt,) = accelerators
+        assert tensorrt.name == "tensorrt" and dict(tensorrt.parameters) == {
+            "precision_mode": "FP16",
+            "trt_profile_min_shapes": "image:1x3x5x5,style_weights:1x3",
+            "trt_profile_opt_shapes": "image:4x3x256x256,style_weights:4x3",
+            "trt_profile_max_shapes": "image:4x3x768x768,style_weights:4x3",
+        }
+
+
+def _multi_config(exported_multi) -> tuple[str, onnx.ModelProto]:
+    run, _, _, _ = exported_multi
+    folder = run / "export" / "triton" / "starry_wave_udnie"
+    return (folder / "config.pbtxt").read_text(), onnx.load(str(folder / "1" / "model.onnx"))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('dims: [ 3 ]', 'dims: [ 4 ]', "input 'style_weights' dims [4] are not the ONNX graph's [3] (its [-1, 3] without the batch dim)"),
+    ('dims: [ 3, -1, -1 ] },', 'dims: [ -1, 3, -1, -1 ] },', "input 'image' dims [-1, 3, -1, -1] are not the ONNX graph's [3, -1, -1]"),
+    ('"style_weights" data_type: TYPE_FP32', '"style_weights" data_type: TYPE_UINT8',
+     "input 'style_weights' data_type TYPE_UINT8 is not the ONNX graph's TYPE_FP32"),
+    ('name: "stylized"', 'name: "output"', "output names ['output'] are not the ONNX graph's ['stylized']"),
+    ('max_batch_size: 4', 'max_batch_size: 0', "dynamic_batching needs max_batch_size > 0"),
+    ('name: "starry_wave_udnie"', 'name: "starry+wave"', "name 'starry+wave' is not the model folder's name"),
+    ('768x768,style_weights:4x3', '768x768,style_weights:4x5', "trt_profile_max_shapes gives 'style_weights' the shape [4, 5]"),
+    ('image:4x3x768x768', 'image:9x3x768x768', "trt_profile_max_shapes gives 'image' batch 9 > max_batch_size 4"),
+    ('kind: KIND_GPU', 'kind: KIND_CPU', "a GPU execution accelerator is set but every instance group is KIND_CPU"),
+    ('max_batch_size: 4', 'max_batch_size: four', "does not parse as Triton's ModelConfig"),
+    ('dynamic_batching {', 'dynamic_batcher {', 'has no field named "dynamic_batcher"'),
+])
+def test_wrong_triton_config_is_refused(exported_multi, old, new, message) -> None:
+    from nst_fast.triton_repo import TritonConfigError, check_triton_config
+
+    text, model = _multi_config(exported_multi)
+    check_triton_config(text, model, "starry_wave_udnie")  # the written one passes
+    assert text.count(old) == 1
+    with pytest.raises(TritonConfigError) as caught:
+        check_triton_config(text.replace(old, new), model, "starry_wave_udnie")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_export_fails_when_the_written_config_does_not_match(exported, tmp_path, monkeypatch) -> None:
+    from nst_fast import export as export_module
+    from nst_fast import triton_repo
+
+    real = triton_repo.triton_config_text
+    monkeypatch.setattr(triton_repo, "triton_config_text",
+                        lambda *args: real(*args).replace('"stylized" data_type: TYPE_FP32 dims: [ 3, -1, -1 ]',
+                                                      '"stylized" data_type: TYPE_FP32 dims: [ 3, -1, 64 ]'))
+    _, _, result, _ = exported
+    with pytest.raises(ExportError, match=r"triton/starry/config.pbtxt: output 'stylized' dims \[3, -1, 64\] are not "
+                                          r"the ONNX graph's \[3, -1, -1\].*export.triton=false"):
+        export_module._write_triton(result.file("onnx"), tmp_path, "starry", TritonOptions(), result.info, print)
+
+
+def test_triton_needs_tritonclient_and_says_how_to_install_it(tmp_path, monkeypatch) -> None:
+    from nst_fast.export import ExportUsageError
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network())
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import fails as if not installed
+    with pytest.raises(ExportUsageError, match=r"pip install 'nst-fast\[triton\]'"):
+        export_checkpoint(ckpt, triton=TritonOptions(), log=lambda _: None)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (TritonOptions(max_batch_size=0), "export.triton_max_batch_size=0 must be an integer >= 1"),
+    (TritonOptions(tensorrt=True, instance_kind="KIND_CPU"), "export.triton_tensorrt=true needs GPU instances"),
+    (TritonOptions(trt_opt_side=512, trt_max_side=256), "export.triton_trt_max_side=256 must be an integer >= 512"),
+])
+def test_unusable_triton_options_are_refused(options, message) -> None:
+    from nst_fast.triton_repo import TritonConfigError
+
+    with pytest.raises(TritonConfigError, match=re.escape(message)):
+        options.check()
+
+
+def test_triton_model_names_are_url_friendly() -> None:
+    from nst_fast.triton_repo import triton_model_name
+
+    assert triton_model_name("starry") == "starry"
+    assert triton_model_name("starry+wave+udnie") == "starry_wave_udnie"
+    assert triton_model_name("my style (v2)") == "my_style__v2_"
+
+
+def test_example_client_request_runs_on_the_exported_model(exported_multi, tmp_path) -> None:
+    # No Triton server here: a stand-in client answers get_model_config from config.pbtxt (as Triton's HTTP API
+    # returns it: JSON with the proto field names) and infer by running 1/model.onnx with the request's tensors.
+    from google.protobuf import json_format
+
+    client_module = load_example_client()
+    run, network, _, _ = exported_multi
+    folder = run / "export" / "triton" / "starry_wave_udnie"
+    config = json_format.MessageToDict(parse_config(folder / "config.pbtxt"), preserving_proto_field_name=True)
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    class Result:
+        def __init__(self, outputs: dict) -> None:
+            self.outputs = outputs
+
+        def as_numpy(self, name: str) -> np.ndarray:
+            return self.outputs[name]
+
+    class StandIn:
+        def get_model_config(self, model: str) -> dict:
+            assert model == "starry_wave_udnie"
+            return config
+
+        def infer(self, model, inputs, outputs):
+            feeds = {}
+            for tensor in inputs:
+                dtype = {"FP32": np.float32}[tensor.datatype()]
+                feeds[tensor.name()] = np.frombuffer(tensor._get_binary_data(), dtype=dtype).reshape(tensor.shape())
+            names = [output.name() for output in outputs]
+            return Result(dict(zip(names, session.run(names, feeds))))
+
+    photo = Image.fromarray(np.random.default_rng(8).integers(0, 256, (21, 34, 3), dtype=np.uint8))
+    out = client_module.stylize(StandIn(), "starry_wave_udnie", photo, style="wave", strength=0.5)
+    x = np.asarray(photo, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
+    want = eager_weighted(network, x, np.array([[0.0, 0.5, 0.0]], dtype=np.float32))[0].transpose(1, 2, 0)
+    assert out.size == photo.size
+    assert np.abs(np.asarray(out, dtype=float) - np.round(want * 255)).max() <= 1
