@@ -101,6 +101,7 @@ class TrainSchema:
     channels_last: bool = True
     max_consecutive_nonfinite: int = 10
     compile: bool = False
+    output_lr_scale: float = 1.0
     style_size: int = 512
     identity: Optional[bool] = None  # noqa: UP045
     finetune_from: Optional[str] = None  # noqa: UP045
@@ -210,6 +211,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check_number(cfg, "data.val_size", 0, integer=True, exclusive=True)
     _check_number(cfg, "trainer.max_steps", 0, integer=True, exclusive=True)
     _check_number(cfg, "optimizer.lr", 0, exclusive=True)
+    _check_number(cfg, "output_lr_scale", 0, exclusive=True)
     _check_number(cfg, "max_consecutive_nonfinite", 1, integer=True)
     _check_number(cfg, "trainer.log_every_n_steps", 1, integer=True, optional=True)
     _check_number(cfg, "model.base_channels", 1, integer=True)

@@ -32,7 +32,9 @@ class StyleTransferModule(pl.LightningModule):
     ``trained_conditions``: the conditions this run trains (default: all); ``loss`` holds the style targets of
     the trained styles in that order. With fewer conditions than the network has (a new style added by
     fine-tuning), everything but the trained conditions' normalisation parameters is frozen.
-    ``optimizer``: a factory ``params -> Optimizer`` (Hydra ``_partial_``). ``channels_last``: NHWC memory layout
+    ``optimizer``: a factory ``params -> Optimizer`` (Hydra ``_partial_``); ``output_lr_scale`` multiplies its learning
+    rate for the network's output layer (``TransformerNet.output_parameters``), a second parameter group.
+    ``channels_last``: NHWC memory layout
     for both networks. ``max_consecutive_nonfinite``: steps with a NaN/inf loss are skipped; this many in a row
     stop the run. ``compile``: ``torch.compile`` both networks in place (state dict keys unchanged) when fitting.
 
@@ -53,6 +55,7 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: bool = False,
         max_consecutive_nonfinite: int = 10,
         compile: bool = False,
+        output_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -63,6 +66,7 @@ class StyleTransferModule(pl.LightningModule):
         self.channels_last = channels_last
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.compile_networks = compile
+        self.output_lr_scale = output_lr_scale
         self.consecutive_nonfinite = 0
         self.skip_update = False
         self.skipped_files: set[str] = set()
@@ -243,8 +247,25 @@ class StyleTransferModule(pl.LightningModule):
         if reports or self.skipped_files:
             self.log("data/skipped_files", float(len(self.skipped_files)), batch_size=1)
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters: the body, then the output layer at ``output_lr_scale`` times the learning
+        rate (one group when the scale is 1 or the output layer is frozen). The output layer's parameters are the
+        network's last, so the parameter order, and with it the optimiser state's numbering, is the same either way.
+        """
+        output_ids = {id(p) for p in self.transformer.output_parameters()}
+        body = [p for p in self.transformer.parameters() if p.requires_grad and id(p) not in output_ids]
+        output = [p for p in self.transformer.output_parameters() if p.requires_grad]
+        if self.output_lr_scale == 1.0 or not output:
+            return [{"params": body + output}]
+        # Named for TensorBoard's learning-rate curves: lr-Adam/body and lr-Adam/output.
+        return [{"params": body, "name": "body"},
+                {"params": output, "name": "output", "output_lr_scale": self.output_lr_scale}]
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = self.optimizer_factory([p for p in self.transformer.parameters() if p.requires_grad])
+        groups = self.parameter_groups()
+        optimizer = self.optimizer_factory(groups)
+        for group, spec in zip(optimizer.param_groups, groups):
+            group["lr"] *= spec.get("output_lr_scale", 1.0)
         fine_tuning = len(self.trained_conditions) < self.transformer.num_conditions
         decay = [group.get("weight_decay", 0.0) for group in optimizer.param_groups]
         if fine_tuning and any(decay):
@@ -266,6 +287,25 @@ class StyleTransferModule(pl.LightningModule):
         # The frozen VGG weights are not in the file: take the ones this run was configured with.
         for key, value in self.loss.features.state_dict().items():
             checkpoint["state_dict"].setdefault(LOSS_NETWORK_PREFIX + key, value)
+        for state in checkpoint.get("optimizer_states", []):
+            self._match_parameter_groups(state)
+
+    def _match_parameter_groups(self, state: dict[str, Any]) -> None:
+        """Resume an optimiser state saved with the other grouping (one group, from before ``output_lr_scale`` or
+        with a scale of 1; or two): the parameters keep their numbers, only the groups are redrawn, each with the
+        saved body learning rate times this run's scale for its group."""
+        groups = self.parameter_groups()
+        saved = state.get("param_groups", [])
+        if len(saved) == len(groups) or not saved:
+            return
+        base = {key: value for key, value in saved[0].items() if key not in ("params", "name", "output_lr_scale")}
+        numbers = iter(range(sum(len(group["params"]) for group in saved)))
+        redrawn = []
+        for group in groups:
+            extra = {key: value for key, value in group.items() if key != "params"}
+            redrawn.append({**base, **extra, "params": [next(numbers) for _ in group["params"]],
+                            "lr": base["lr"] * group.get("output_lr_scale", 1.0)})
+        state["param_groups"] = redrawn
 
 
 def freeze_all_but(network: TransformerNet, conditions: Sequence[int]) -> None:

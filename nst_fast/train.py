@@ -183,6 +183,7 @@ def build_module(cfg: DictConfig, plan: NetworkPlan | None = None) -> StyleTrans
         channels_last=cfg.channels_last,
         max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
         compile=cfg.compile,
+        output_lr_scale=cfg.output_lr_scale,
     )
 
 

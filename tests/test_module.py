@@ -127,3 +127,64 @@ def test_finetuning_refuses_weight_decay_which_would_move_the_frozen_rows() -> N
         module.configure_optimizers()
     module.optimizer_factory = partial(torch.optim.Adam, lr=1e-2)
     assert len(module.configure_optimizers().param_groups[0]["params"]) == 2 * 7  # the 7 norms' tables only
+
+
+def test_output_layer_learns_at_its_own_scale() -> None:
+    module = make_module("output_lr_scale=0.05", "optimizer.lr=0.002")
+    body, output = module.configure_optimizers().param_groups
+    last = module.transformer.decoder[-1]
+    assert [id(p) for p in output["params"]] == [id(last.weight), id(last.bias)]
+    assert body["lr"] == 0.002 and output["lr"] == pytest.approx(0.002 * 0.05)
+    assert len(body["params"]) + 2 == len(list(module.transformer.parameters()))
+    single = make_module("output_lr_scale=1").configure_optimizers().param_groups
+    assert len(single) == 1 and single[0]["lr"] == 1e-3
+
+
+def first_steps_costs(output_lr_scale: float, steps: int = 3) -> list[float]:
+    """The smoke objective (random loss network) of a fresh Johnson network on fixed photos before each of
+    ``steps`` Adam steps (lr 1e-3)."""
+    from functools import partial
+
+    from nst_fast.models.transformer import TransformerNet
+    from nst_fast.module import StyleTransferModule
+
+    torch.manual_seed(0)
+    module = make_module()
+    module = StyleTransferModule(TransformerNet(), module.loss, partial(torch.optim.Adam, lr=1e-3),
+                                 styles=module.styles, output_lr_scale=output_lr_scale)
+    optimizer = module.configure_optimizers()
+    photos = torch.rand(2, 3, 64, 64)
+    costs = []
+    for _ in range(steps):
+        total = module.compute_costs(photos).total
+        costs.append(total.item())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    return costs
+
+
+def test_first_adam_step_no_longer_makes_the_loss_jump() -> None:
+    """The first-step spike: Adam's first update moves every weight by about lr whatever its gradient, and the
+    2592 weights into each output channel (no normalisation after them) move together, so the image jumps.
+    With one learning rate the cost doubles at step 1 here; with the output layer at 1/100 it goes down."""
+    plain, scaled = first_steps_costs(1.0), first_steps_costs(0.01)
+    assert plain[1] > 1.5 * plain[0], plain
+    assert scaled[1] < scaled[0] and scaled[2] < scaled[0], scaled
+
+
+def test_resume_redraws_the_parameter_groups_of_an_older_optimiser_state() -> None:
+    module = make_module()  # output_lr_scale 0.01: two groups
+    old = make_module("output_lr_scale=1")  # one group, as checkpoints from before the output scale
+    old_optimizer = old.configure_optimizers()
+    old.transformer(torch.rand(1, 3, 32, 32)).mean().backward()
+    old_optimizer.step()
+    state = old_optimizer.state_dict()
+    module._match_parameter_groups(state)
+    optimizer = module.configure_optimizers()
+    optimizer.load_state_dict(state)
+    body, output = optimizer.param_groups
+    count = len(list(module.transformer.parameters()))
+    assert [len(body["params"]), len(output["params"])] == [count - 2, 2]
+    assert body["lr"] == 1e-3 and output["lr"] == pytest.approx(1e-5)
+    assert optimizer.state[output["params"][0]]["exp_avg"].shape == module.transformer.decoder[-1].weight.shape

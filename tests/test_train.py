@@ -50,7 +50,8 @@ def test_smoke_logs_scalars_images_and_config(smoke_run: Path) -> None:
     accumulator = events(smoke_run)
     scalars = set(accumulator.Tags()["scalars"])
     expected = {
-        "train/loss", "train/content", "train/style", "train/total_variation", "lr-Adam", "perf/images_per_s",
+        "train/loss", "train/content", "train/style", "train/total_variation", "lr-Adam/body", "lr-Adam/output",
+        "perf/images_per_s",
         "train/style_layer/relu1_2", "train/style_layer/relu4_3", "train/style_weighted/relu3_3",
     }
     assert expected <= scalars

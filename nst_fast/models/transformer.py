@@ -199,6 +199,11 @@ class TransformerNet(nn.Module):
         )
         self._register_load_state_dict_pre_hook(_rename_plain_decoder_keys)
 
+    def output_parameters(self) -> list[nn.Parameter]:
+        """The last convolution's weight and bias: the only layer with no normalisation after it (its output goes
+        straight into the sigmoid), so its learning rate sets how far one optimiser step moves the image."""
+        return list(self.decoder[-1].parameters())
+
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
         # Traced and compiled graphs skip these Python checks (a trace would freeze them at the example's size;
