@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +23,9 @@ from nst_fast.errors import NstFastError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Images above this many pixels are refused (a 16k x 16k photo is 268M pixels); Pillow's own default is 89M.
 DEFAULT_MAX_PIXELS = 16384 * 16384
+#: Formats worth reading from untrusted uploads (Pillow's names; MPO is a multi-picture JPEG from cameras):
+#: the common photo formats, none of the rarer readers (EPS runs Ghostscript, PSD, FITS, ICNS, ...).
+UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "TIFF", "BMP", "GIF")
 
 
 class ImageReadError(NstFastError, ValueError):
@@ -67,24 +70,27 @@ def _to_8bit_or_float(image: Image.Image, integer_range: int = 65535) -> Image.I
     return image
 
 
-def _open_unguarded(handle: BinaryIO, name: str) -> Image.Image:
+def _open_unguarded(handle: BinaryIO, name: str, formats: Collection[str] | None = None) -> Image.Image:
     """``Image.open`` of an open binary file without Pillow's process-wide decompression-bomb check
     (``Image.MAX_IMAGE_PIXELS``), so that the caller applies its own pixel limit per call from the header's size,
     before decoding, and concurrent calls (a server's threads) with different limits do not race on Pillow's
-    global. Tries the registered formats in Pillow's order, as ``Image.open`` does; the image closes ``handle``.
-    The WebP and TIFF readers still apply Pillow's own guard while decoding (an error above
-    ``2 * Image.MAX_IMAGE_PIXELS``, 179M pixels by default). Raises ``UnidentifiedImageError`` (an ``OSError``)
-    when no format reads the file; ``name`` is used in messages only."""
+    global. Tries the registered formats in Pillow's order, as ``Image.open`` does, or only those named in
+    ``formats`` (Pillow's names, e.g. ``PNG``); the image closes ``handle``. The WebP and TIFF readers still apply
+    Pillow's own guard while decoding (an error above ``2 * Image.MAX_IMAGE_PIXELS``, 179M pixels by default).
+    Raises ``UnidentifiedImageError`` (an ``OSError``) when no format reads the file; ``name`` is used in messages
+    only."""
     Image.init()
     try:
         prefix = handle.read(16)
         for format_id in Image.ID:
-            factory, accept = Image.OPEN[format_id]
-            accepted = accept(prefix) if accept is not None else True
-            if isinstance(accepted, str) or not accepted:  # a string is Pillow's reason for refusing
+            if formats is not None and format_id not in formats:
                 continue
-            handle.seek(0)
-            try:
+            factory, accept = Image.OPEN[format_id]
+            try:  # a format's probe may unpack header fields from a prefix shorter than they are (struct.error)
+                accepted = accept(prefix) if accept is not None else True
+                if isinstance(accepted, str) or not accepted:  # a string is Pillow's reason for refusing
+                    continue
+                handle.seek(0)
                 image = factory(handle, name)
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue
@@ -94,16 +100,17 @@ def _open_unguarded(handle: BinaryIO, name: str) -> Image.Image:
         handle.close()
         raise
     handle.close()
-    raise UnidentifiedImageError(f"cannot identify image file {name!r}")
+    accepted_formats = f" as one of {', '.join(formats)}" if formats is not None else ""
+    raise UnidentifiedImageError(f"cannot identify image file {name!r}{accepted_formats}")
 
 
 def _read_image(
-    open_handle: Callable[[], BinaryIO], name: str, max_pixels: int
+    open_handle: Callable[[], BinaryIO], name: str, max_pixels: int, formats: Collection[str] | None = None
 ) -> tuple[Image.Image, Image.Image | None]:
     """What ``open_image`` and ``decode_image`` share: open, check the pixel limit from the header, decode,
     apply EXIF orientation, convert to 8-bit RGB and split off the alpha channel."""
     try:
-        with _open_unguarded(open_handle(), name) as image:
+        with _open_unguarded(open_handle(), name, formats) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
@@ -115,7 +122,8 @@ def _read_image(
             image = ImageOps.exif_transpose(image) or image
     except ImageReadError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error,
+            Image.DecompressionBombError) as error:  # what Pillow's readers raise for a malformed file
         raise ImageReadError(f"{name}: not a readable image ({type(error).__name__}: {error})") from error
     image = _to_8bit_or_float(image, integer_range)
     alpha: Image.Image | None = None
@@ -145,13 +153,14 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 
 def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "upload"
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "upload", formats: Collection[str] | None = None
 ) -> tuple[Image.Image, Image.Image | None]:
     """``open_image`` for an image file's bytes held in memory (an HTTP upload): the same checks and conversions;
-    ``name`` stands for the path in error messages."""
+    ``name`` stands for the path in error messages. ``formats`` (Pillow's names, e.g. ``SERVED_FORMATS``) limits
+    the readers tried: other files are refused as unreadable; ``None`` tries every format Pillow reads."""
     if not data:
         raise ImageReadError(f"{name}: empty file (0 bytes)")
-    return _read_image(lambda: io.BytesIO(data), name, max_pixels)
+    return _read_image(lambda: io.BytesIO(data), name, max_pixels, formats)
 
 
 def open_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,5 +1,6 @@
 """Image reading: 16-bit files are scaled by the bit depth stored in the file, not guessed from pixel values."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,36 @@ def test_encoding_to_bytes_matches_saving_to_a_file(tmp_path: Path, image_format
     assert Image.open(saved).mode == ("RGB" if image_format == "JPEG" else "RGBA")
     with pytest.raises(ValueError, match="cannot encode 'GIF'"):
         encode_image(rgb, "gif")
+
+
+@pytest.mark.parametrize("data", [b"a", b"ab", b"abc", b"BM", b"BM\x00", b"\x89PN", b"GIF8", b"\xff\xd8\xff", b"II*\x00"])
+def test_a_few_bytes_are_not_a_readable_image(tmp_path: Path, data: bytes) -> None:
+    """Format probes that unpack fields from a too short header (Pillow's BMP one) must not escape as
+    ``struct.error``: every reader refuses the bytes and the caller gets an ``ImageReadError``."""
+    from nst_fast.images import ImageReadError, decode_image, open_image
+
+    with pytest.raises(ImageReadError, match="upload: not a readable image"):
+        decode_image(data)
+    path = tmp_path / "short.bmp"
+    path.write_bytes(data)
+    with pytest.raises(ImageReadError, match="short.bmp: not a readable image"):
+        open_image(path)
+
+
+def test_formats_limit_what_is_decoded(tmp_path: Path) -> None:
+    """``formats`` (the server's allowlist) refuses files of other formats, naming those accepted; without it
+    every format Pillow reads is read, as ``nst-stylize`` does."""
+    from nst_fast.images import ImageReadError, decode_image
+
+    accepted = ("PNG", "JPEG")
+    rgb = np.random.default_rng(2).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    for image_format in ("PPM", "EPS", "TGA"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format=image_format)
+        with pytest.raises(ImageReadError, match=f"{image_format.lower()}: not a readable image .*PNG, JPEG"):
+            decode_image(buffer.getvalue(), name=image_format.lower(), formats=accepted)
+        if image_format == "PPM":
+            assert np.array_equal(np.asarray(decode_image(buffer.getvalue())[0]), rgb)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    assert np.array_equal(np.asarray(decode_image(buffer.getvalue(), formats=accepted)[0]), rgb)

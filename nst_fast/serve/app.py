@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nst_fast.conventions import MIN_SIDE
 from nst_fast.errors import StylizeError
-from nst_fast.images import ImageReadError, ImageTooLargeError, decode_image, encode_image
+from nst_fast.images import UPLOAD_FORMATS, ImageReadError, ImageTooLargeError, decode_image, encode_image
 from nst_fast.serve.limits import Admission, DeadlineExceeded, Overloaded
 from nst_fast.serve.metrics import Metrics, MetricsMiddleware
 from nst_fast.serve.registry import ModelRegistry, ServedModel, UnknownModelError
@@ -190,7 +190,7 @@ async def read_stylize_form(request: Request, registry: ModelRegistry, settings:
 def stylize_upload(job: StylizeJob, max_pixels: int, metrics: Metrics) -> Stylized:
     """Decode, stylise and encode one upload (runs in an inference thread)."""
     try:
-        rgb, alpha = decode_image(job.data, max_pixels, job.filename)
+        rgb, alpha = decode_image(job.data, max_pixels, job.filename, UPLOAD_FORMATS)
     except ImageTooLargeError as error:
         raise RequestError(413, f"{error}; send a smaller image") from None
     except ImageReadError as error:
