@@ -138,9 +138,13 @@ def test_health_readiness_page_and_metrics(models, serve) -> None:
     assert unstarted.get("/healthz").json() == {"status": "ok"}
     response = unstarted.get("/readyz")
     assert response.status_code == 503 and response.json()["status"] == "starting" and "error" in response.json()
+    assert unstarted.head("/readyz").status_code == 503
     client = serve()
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready", "models": ["wave", "trio"]}
+    for route in ("/healthz", "/readyz"):  # load balancers' probes may use HEAD
+        response = client.head(route)
+        assert response.status_code == 200 and response.content == b""
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert client.get("/static/index.html").content == page.content
@@ -274,9 +278,14 @@ def test_malformed_requests_are_4xx_json_errors(strict_client) -> None:
                 400, "Too many files")
     check_error(strict_client.post("/v1/stylize", files={"image": ("a.png", GOOD)}, data={"format": ["png", "jpeg"]}),
                 400, "field 'format' was sent 2 times")
+    mixed_case = httpx.Request("POST", "http://x", files={"image": ("a.png", GOOD)})
+    response = strict_client.post("/v1/stylize", content=mixed_case.read(), headers={
+        "content-type": mixed_case.headers["content-type"].replace("multipart/form-data", "Multipart/Form-Data")})
+    assert response.status_code == 200, response.text  # media types are case-insensitive (RFC 9110)
     check_error(strict_client.post("/v1/stylize", content=b"--x\r\ngarbage",
                                    headers={"content-type": "multipart/form-data; boundary=x"}), 400, "no image")
     check_error(strict_client.get("/v1/stylize"), 405, "GET is not allowed on /v1/stylize; use POST")
+    check_error(strict_client.delete("/healthz"), 405, "DELETE is not allowed on /healthz; use GET, HEAD")
     check_error(strict_client.get("/v2/anything"), 404, "nothing at GET /v2/anything; the routes are")
 
     def chunks():  # no Content-Length: the limit is enforced while the body streams in

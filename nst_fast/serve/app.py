@@ -44,7 +44,8 @@ OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "
 #: The fields of ``POST /v1/stylize`` (``image`` is the file).
 STYLIZE_FIELDS = ("image", "model", "style", "strength", "preserve_color", "max_size", "format")
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-ROUTES = "GET /, GET /v1/styles, POST /v1/stylize, GET /healthz, GET /readyz, GET /metrics, GET /static/..."
+ROUTES = ("GET /, GET /v1/styles, POST /v1/stylize, GET|HEAD /healthz, GET|HEAD /readyz, GET /metrics, "
+          "GET /static/...")
 #: Size of the warm-up image each model runs once at startup (ONNX Runtime's first run allocates its buffers).
 WARMUP_SIDE = 64
 
@@ -145,7 +146,7 @@ def _limited(receive: Callable[[], Awaitable[dict]], max_bytes: int) -> Callable
 async def read_stylize_form(request: Request, registry: ModelRegistry, settings: ServeSettings) -> StylizeJob:
     """Parse and check the multipart form of ``POST /v1/stylize`` (everything but the image's content)."""
     content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    if not content_type.lower().startswith("multipart/form-data"):  # media types are case-insensitive
         raise RequestError(400, f"send multipart/form-data with the image in the file field 'image' "
                                 f"(got Content-Type {content_type or 'none'!r})")
     length = request.headers.get("content-length")
@@ -278,11 +279,11 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal server error ({type(error).__name__}); it was logged on the server")
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers probe with either
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz() -> JSONResponse:
         if readiness["status"] == "ready":
             return JSONResponse({"status": "ready", "models": list(registry.models)})
