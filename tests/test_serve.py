@@ -152,6 +152,12 @@ def test_health_readiness_page_and_metrics(models, serve) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     assert metric(response.text, "nst_serve_requests_total", route="/readyz", status="200") >= 1
     assert metric(response.text, "nst_serve_inferences_in_flight") == 0
+    assert metric(response.text, "nst_serve_requests_total", route="/static", status="200") == 1
+    client.get("/static/absent.js")
+    client.get("/elsewhere")
+    response = client.get("/metrics")
+    assert metric(response.text, "nst_serve_requests_total", route="/static", status="404") == 1
+    assert metric(response.text, "nst_serve_requests_total", route="unmatched", status="404") == 1
 
 
 # --- Outputs ------------------------------------------------------------------------------------------------------

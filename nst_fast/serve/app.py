@@ -39,6 +39,7 @@ from nst_fast.stylize.styles import parse_style_weights
 log = logging.getLogger("nst_fast.serve")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_PREFIX = "/static"
 #: ``format`` field -> (Pillow format, Content-Type).
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 #: The fields of ``POST /v1/stylize`` (``image`` is the file).
@@ -251,7 +252,7 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
     app = FastAPI(title="nst-serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
     app.state.admission, app.state.readiness = admission, readiness
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, mounts=(STATIC_PREFIX,))
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
@@ -326,5 +327,5 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
             raise StarletteHTTPException(404)
         return FileResponse(STATIC_DIR / "index.html")
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app

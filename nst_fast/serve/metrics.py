@@ -43,22 +43,27 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def route_label(scope: dict[str, Any]) -> str:
-    """The route template that answered (``/v1/stylize``, ``/static``), or ``unmatched``: bounded label values
-    whatever paths clients ask for."""
+def route_label(scope: dict[str, Any], mounts: tuple[str, ...] = ()) -> str:
+    """The route template that answered (``/v1/stylize``), the mount prefix a path is under (``/static``: mounted
+    apps leave no route in the scope), or ``unmatched``: bounded label values whatever paths clients ask for."""
     route = scope.get("route")
     if route is not None and getattr(route, "path", None):
         return route.path
+    path = scope.get("path", "")
+    for prefix in mounts:
+        if path.startswith(prefix + "/"):
+            return prefix
     return "unmatched"
 
 
 class MetricsMiddleware:
     """Pure ASGI middleware: counts each HTTP request by route and status and observes its latency (also when
-    the app raises: counted as 500)."""
+    the app raises: counted as 500). ``mounts``: prefixes of mounted apps (``/static``), counted by prefix."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, mounts: tuple[str, ...] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.mounts = mounts  # path prefixes of mounted apps, each counted as one route
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -76,6 +81,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = route_label(scope)
+            route = route_label(scope, self.mounts)
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
