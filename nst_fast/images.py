@@ -252,14 +252,21 @@ def save_image(
 
 #: Formats ``encode_image`` writes (Pillow's names), and whether each stores an alpha channel.
 ENCODABLE_FORMATS = {"PNG": True, "JPEG": False, "WEBP": True}
+#: The longest side in pixels each format can store: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit sizes.
+MAX_ENCODABLE_SIDE = {"PNG": 2**31 - 1, "JPEG": 65500, "WEBP": 16383}
 
 
 def encode_image(rgb: np.ndarray, image_format: str, alpha: Image.Image | None = None, *, quality: int = 95) -> bytes:
     """``save_image`` into memory: the file's bytes in ``image_format`` (``PNG``, ``JPEG`` or ``WEBP``), with
-    ``alpha`` where the format stores one. Raises ``ValueError`` for another format."""
+    ``alpha`` where the format stores one. Raises ``ValueError`` for another format or an image with a side over
+    the format's ``MAX_ENCODABLE_SIDE``."""
     image_format = image_format.upper()
     if image_format not in ENCODABLE_FORMATS:
         raise ValueError(f"cannot encode {image_format!r}; choose one of {', '.join(ENCODABLE_FORMATS)}")
+    height, width = rgb.shape[:2]
+    if max(width, height) > MAX_ENCODABLE_SIDE[image_format]:
+        raise ValueError(f"a {width}x{height} image is too large for {image_format}, which stores at most "
+                         f"{MAX_ENCODABLE_SIDE[image_format]} pixels a side")
     image = _output_image(rgb, alpha if ENCODABLE_FORMATS[image_format] else None)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, **_save_options(image_format, quality))

@@ -126,6 +126,12 @@ def test_encoding_to_bytes_matches_saving_to_a_file(tmp_path: Path, image_format
     assert Image.open(saved).mode == ("RGB" if image_format == "JPEG" else "RGBA")
     with pytest.raises(ValueError, match="cannot encode 'GIF'"):
         encode_image(rgb, "gif")
+    if image_format != "PNG":
+        largest = {"JPEG": 65500, "WEBP": 16383}[image_format]  # the formats' own limits
+        with pytest.raises(ValueError, match=f"a {largest + 1}x2 image is too large for {image_format}, which "
+                                             f"stores at most {largest} pixels a side"):
+            encode_image(np.zeros((2, largest + 1, 3), np.uint8), image_format)
+        assert len(encode_image(np.zeros((2, largest, 3), np.uint8), image_format)) > 0
 
 
 @pytest.mark.parametrize("data", [b"a", b"ab", b"abc", b"BM", b"BM\x00", b"\x89PN", b"GIF8", b"\xff\xd8\xff", b"II*\x00"])

@@ -211,6 +211,18 @@ def test_max_size_formats_and_alpha(serve) -> None:
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
 
 
+@pytest.mark.parametrize(("image_format", "largest"), [("webp", 16383), ("jpeg", 65500)])
+def test_too_wide_for_the_format_is_a_400_before_inference(serve, image_format, largest) -> None:
+    client, wide = serve(), encoded(pattern(6, largest + 1, seed=7))
+    inferences = metric(client, "nst_serve_inference_seconds_count", model="wave")
+    check_error(post(client, wide, format=image_format), 400,
+                f"the {largest + 1}x6 result is too large for format {image_format}, which stores at most "
+                f"{largest} pixels a side; use format png or max_size <= {largest}")
+    assert metric(client, "nst_serve_inference_seconds_count", model="wave") == inferences  # the model did not run
+    assert Image.open(io.BytesIO(post(client, wide, format=image_format, max_size=str(largest)).content)).size == (
+        largest, 6)
+
+
 # --- Bad requests: 4xx with {"error": ...}, and the server keeps serving --------------------------------------
 
 

@@ -28,7 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nst_fast.conventions import MIN_SIDE
 from nst_fast.errors import StylizeError
-from nst_fast.images import UPLOAD_FORMATS, ImageReadError, ImageTooLargeError, decode_image, encode_image
+from nst_fast.images import (
+    MAX_ENCODABLE_SIDE, UPLOAD_FORMATS, ImageReadError, ImageTooLargeError, decode_image, encode_image,
+)
 from nst_fast.serve.limits import Admission, DeadlineExceeded, Overloaded
 from nst_fast.serve.metrics import Metrics, MetricsMiddleware
 from nst_fast.serve.registry import ModelRegistry, ServedModel, UnknownModelError
@@ -201,11 +203,16 @@ def stylize_upload(job: StylizeJob, max_pixels: int, metrics: Metrics) -> Styliz
         array, alpha = prepare_image(rgb, alpha, job.max_size, job.filename)
     except StylizeError as error:
         raise RequestError(400, str(error)) from None
+    pillow_format, content_type = OUTPUT_FORMATS[job.output_format]
+    height, width = array.shape[:2]
+    largest = MAX_ENCODABLE_SIDE[pillow_format]
+    if max(width, height) > largest:  # refused before the model runs, not when encoding fails after it
+        raise RequestError(400, f"the {width}x{height} result is too large for format {job.output_format}, which "
+                                f"stores at most {largest} pixels a side; use format png or max_size <= {largest}")
     start = time.perf_counter()
     stylized = stylize_array(job.model.model, array[None], job.preserve_color, job.weights)[0]
     seconds = time.perf_counter() - start
     metrics.inference_seconds.labels(job.model.name).observe(seconds)
-    pillow_format, content_type = OUTPUT_FORMATS[job.output_format]
     return Stylized(encode_image(stylized, pillow_format, alpha), content_type, seconds * 1000.0)
 
 
