@@ -437,11 +437,28 @@ def test_a_failing_model_is_reported_by_readiness_and_as_a_500(models) -> None:
         wait_for(lambda: client.get("/readyz").json()["status"] != "starting", "the warm-up to end")
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["status"] == "failed"
-        assert "warm-up failed: ONNX Runtime failed" in response.json()["error"]
+        assert response.json()["error"] == ("warm-up of model 'wave' failed (3 of 3 tries): ONNX Runtime failed on "
+                                            "input (1, 64, 64, 3) (out of memory)")
         response = post(client, GOOD)
         assert response.status_code == 500 and response.json() == {
             "error": "the model failed: ONNX Runtime failed on input (1, 64, 64, 3) (out of memory)"}
         assert client.get("/healthz").status_code == 200
+
+
+def test_warm_up_has_its_own_deadline_and_does_not_queue(models) -> None:
+    """A first run slower than the requests' timeout, with the only queue place taken, still makes the server
+    ready: the warm-up runs outside admission with its own deadline."""
+    app = create_app([models["wave"]], ServeSettings(max_concurrent=1, max_queue=0, timeout_s=0.2))
+    served = app.state.registry.models["wave"]
+    served.model = GatedModel(served.model)
+    opener = threading.Timer(0.6, served.model.gate.set)
+    opener.start()
+    with TestClient(app) as client:
+        assert client.get("/readyz").json()["status"] == "starting"
+        wait_for(lambda: client.get("/readyz").json()["status"] != "starting", "the warm-up to end")
+        assert client.get("/readyz").json() == {"status": "ready", "models": ["wave"]}
+        assert metric(client, "nst_serve_inference_seconds_count", model="wave") == 0  # not a request
+    opener.join()
 
 
 # --- Settings, models, command line -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from nst_fast.conventions import MIN_SIDE
 from nst_fast.errors import StylizeError
@@ -51,6 +52,13 @@ ROUTES = ("GET /, GET /v1/styles, POST /v1/stylize, GET|HEAD /healthz, GET|HEAD 
           "GET /static/...")
 #: Size of the warm-up image each model runs once at startup (ONNX Runtime's first run allocates its buffers).
 WARMUP_SIDE = 64
+#: Seconds the warm-up of one model may take (its own deadline, not the requests' ``timeout_s``: a first run on
+#: a busy machine may be slow), and how often a failing one is tried, a pause apart, before readiness gives up.
+WARMUP_TIMEOUT_S = 300.0
+WARMUP_ATTEMPTS = 3
+WARMUP_RETRY_PAUSE_S = 0.5
+#: Status recorded (in metrics; never sent) for a request whose client went away: nginx's "client closed request".
+CLIENT_CLOSED = 499
 
 
 class RequestError(Exception):
@@ -238,13 +246,25 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
     readiness: dict[str, str | None] = {"status": "starting", "error": "the models are warming up; retry shortly"}
 
     async def warm_up_all() -> None:
-        try:
-            for served in registry.models.values():
-                await admission.run(lambda served=served: warm_up(served))
-        except Exception as error:  # a model that cannot run: stay unready and say why
-            log.error("warm-up failed: %s", error)
-            readiness.update(status="failed", error=f"warm-up failed: {error}")
-            return
+        """Warm each model up on the inference threads, outside admission (requests cannot crowd it out and its
+        deadline is ``WARMUP_TIMEOUT_S``); a failing run is retried; then ``/readyz`` says ready or why not."""
+        loop = asyncio.get_running_loop()
+        for served in registry.models.values():
+            for attempt in range(1, WARMUP_ATTEMPTS + 1):
+                try:
+                    await asyncio.wait_for(loop.run_in_executor(admission.executor, warm_up, served), WARMUP_TIMEOUT_S)
+                    break
+                except asyncio.TimeoutError:
+                    problem = f"warm-up of model {served.name!r} did not finish in {WARMUP_TIMEOUT_S:g} s"
+                except Exception as error:  # a model that cannot run: stay unready and say why
+                    problem = f"warm-up of model {served.name!r} failed ({attempt} of {WARMUP_ATTEMPTS} tries): {error}"
+                    if attempt < WARMUP_ATTEMPTS:
+                        log.warning("%s; trying again", problem)
+                        await asyncio.sleep(WARMUP_RETRY_PAUSE_S)
+                        continue
+                log.error("%s; the server stays unready", problem)
+                readiness.update(status="failed", error=problem)
+                return
         readiness.update(status="ready", error=None)
 
     @contextlib.asynccontextmanager
