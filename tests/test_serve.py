@@ -422,6 +422,122 @@ def test_admission_runs_in_arrival_order_and_refuses_past_the_queue() -> None:
     assert counts == [(1, 0), (1, 1), (1, 2), (1, 1), (1, 0), (0, 0)]
 
 
+class AsgiUpload:
+    """One ``POST /v1/stylize`` sent straight to the ASGI app, as a connection would: its body arrives when the
+    test sends it, and the client may leave (``http.disconnect``); records the status the app answers."""
+
+    def __init__(self, app, image: bytes = GOOD) -> None:
+        request = httpx.Request("POST", "http://test/v1/stylize", files={"image": ("p.png", image)})
+        self.body = request.read()
+        self.incoming: asyncio.Queue = asyncio.Queue()
+        self.status: int | None = None
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/stylize", "raw_path": b"/v1/stylize", "root_path": "",
+                 "query_string": b"", "client": ("127.0.0.1", 50000), "server": ("test", 80),
+                 "headers": [(b"host", b"test"), (b"content-type", request.headers["content-type"].encode())]}
+        self.task = asyncio.create_task(app(scope, self.incoming.get, self.send))
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+    def send_part(self, end: int = 100) -> None:
+        self.incoming.put_nowait({"type": "http.request", "body": self.body[:end], "more_body": True})
+
+    def send_all(self) -> None:
+        self.incoming.put_nowait({"type": "http.request", "body": self.body, "more_body": False})
+
+    def leave(self) -> None:
+        self.incoming.put_nowait({"type": "http.disconnect"})
+
+    async def answer(self, timeout_s: float = 10) -> int | None:
+        """The status answered; the app must not raise (an error escaping it is a 500 and a traceback)."""
+        await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+        return self.status
+
+
+async def until(condition, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_a_client_leaving_mid_upload_is_no_error(models, caplog) -> None:
+    app = create_app([models["wave"]])
+
+    async def scenario() -> int | None:
+        upload = AsgiUpload(app)
+        upload.send_part()
+        await asyncio.sleep(0.05)
+        upload.leave()
+        return await upload.answer()
+
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(scenario()) == 499  # recorded only: the client is gone
+    app.state.admission.shutdown()
+    assert [record.getMessage() for record in caplog.records] == []
+    text = app.state.metrics.render().decode()
+    assert metric(text, "nst_serve_requests_total", route="/v1/stylize", status="499") == 1
+    assert metric(text, "nst_serve_requests_total", route="/v1/stylize", status="500") == 0
+    assert metric(text, "nst_serve_uploads_in_progress") == 0
+
+
+def test_uploads_in_progress_are_limited_and_must_arrive_in_time(models) -> None:
+    """At most max_concurrent + max_queue uploads are read at once (503 for more, before reading), and an upload
+    that stalls gets 408 after timeout_s, freeing its place."""
+    app = create_app([models["wave"]], ServeSettings(max_concurrent=1, max_queue=1, timeout_s=1.0))
+    metrics = app.state.metrics
+
+    async def scenario() -> tuple[list, int | None, int | None]:
+        stalled = [AsgiUpload(app), AsgiUpload(app)]
+        for upload in stalled:
+            upload.send_part()
+        await until(lambda: metrics.uploads_in_progress._value.get() == 2, "two uploads in progress")
+        refused = AsgiUpload(app)
+        refused.send_all()
+        refused_status = await refused.answer()
+        statuses = [await upload.answer() for upload in stalled]
+        later = AsgiUpload(app)
+        later.send_all()
+        return statuses, refused_status, await later.answer()
+
+    start = time.monotonic()
+    stalled, refused, later = asyncio.run(scenario())
+    app.state.admission.shutdown()
+    assert refused == 503 and stalled == [408, 408] and later == 200
+    assert time.monotonic() - start < 5
+    text = metrics.render().decode()
+    assert metric(text, "nst_serve_rejected_total", reason="uploads_full") == 1
+    assert metric(text, "nst_serve_uploads_in_progress") == 0
+
+
+def test_a_client_leaving_the_queue_frees_its_place_and_never_runs(models) -> None:
+    app = create_app([models["wave"]], ServeSettings(max_concurrent=1, max_queue=1))
+    served = app.state.registry.models["wave"]
+    served.model = model = GatedModel(served.model)
+    admission, metrics = app.state.admission, app.state.metrics
+
+    async def scenario() -> list[int | None]:
+        running, leaving = AsgiUpload(app), AsgiUpload(app)
+        running.send_all()
+        await until(lambda: admission.running == 1, "the first request to run")
+        leaving.send_all()
+        await until(lambda: admission.waiting == 1, "the second request to queue")
+        leaving.leave()
+        left = await leaving.answer(timeout_s=5)
+        assert admission.waiting == 0 and admission.running == 1
+        queued = AsgiUpload(app)  # the queue place is free again
+        queued.send_all()
+        await until(lambda: admission.waiting == 1, "the third request to queue")
+        model.gate.set()
+        return [left, await running.answer(), await queued.answer()]
+
+    assert asyncio.run(scenario()) == [499, 200, 200]
+    admission.shutdown()
+    assert metric(metrics.render().decode(), "nst_serve_inference_seconds_count", model="wave") == 2
+
+
 class BrokenModel(GatedModel):
     """A model whose every run fails, as ONNX Runtime does when it runs out of memory."""
 
@@ -492,6 +608,19 @@ def test_cli_usage_errors(tmp_path, capsys) -> None:
     assert exit_info.value.code == 2 and "max_concurrent must be at least 1" in capsys.readouterr().err
 
 
+def test_cli_limits_open_connections(monkeypatch) -> None:
+    import uvicorn
+
+    from nst_fast.serve.cli import build_parser, run_server, settings_from_args
+
+    configs = []
+    monkeypatch.setattr(uvicorn, "Server", lambda config: configs.append(config) or type("S", (), {"run": lambda self: None})())
+    settings = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--max-connections", "7"]))
+    run_server(object(), settings, "127.0.0.1", 8000)
+    assert settings.max_connections == 7 and configs[0].limit_concurrency == 7
+    assert ServeSettings().max_connections == 100
+
+
 # --- A live server: concurrent load, SIGTERM ---------------------------------------------------------------------
 
 
@@ -560,7 +689,8 @@ def test_live_server_under_concurrent_load(live_server) -> None:
     assert 200 in statuses and health and set(health) == {200}
     text = httpx.get(f"{url}/metrics").text
     assert metric(text, "nst_serve_requests_total", route="/v1/stylize", status="200") == statuses.count(200)
-    assert metric(text, "nst_serve_rejected_total", reason="queue_full") == statuses.count(503)
+    refused = metric(text, "nst_serve_rejected_total", reason="queue_full")
+    assert refused + metric(text, "nst_serve_rejected_total", reason="uploads_full") == statuses.count(503)
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(live_server) -> None:

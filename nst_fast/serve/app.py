@@ -199,10 +199,10 @@ async def read_stylize_form(request: Request, registry: ModelRegistry, settings:
         )
 
 
-def stylize_upload(job: StylizeJob, max_pixels: int, metrics: Metrics) -> Stylized:
+def stylize_upload(job: StylizeJob, settings: ServeSettings, metrics: Metrics) -> Stylized:
     """Decode, stylise and encode one upload (runs in an inference thread)."""
     try:
-        rgb, alpha = decode_image(job.data, max_pixels, job.filename, UPLOAD_FORMATS)
+        rgb, alpha = decode_image(job.data, settings.max_pixels, job.filename, UPLOAD_FORMATS)
     except ImageTooLargeError as error:
         raise RequestError(413, f"{error}; send a smaller image") from None
     except ImageReadError as error:
@@ -296,6 +296,11 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
             message = f"bad request: {error.detail}"
         return error_response(error.status_code, message, error.headers)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect) -> Response:
+        """The client left (mid-upload or while queued): nobody to answer, nothing to log; counted as 499."""
+        return Response(status_code=CLIENT_CLOSED)
+
     @app.exception_handler(StylizeError)
     async def model_error(request: Request, error: StylizeError) -> JSONResponse:
         """The model failed on a valid request (ONNX Runtime out of memory, say): the server's fault, said in a line."""
@@ -325,21 +330,63 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
     async def styles() -> dict[str, Any]:
         return registry.describe()
 
-    def busy() -> JSONResponse:
-        metrics.rejected.labels("queue_full").inc()
-        return error_response(
-            503, f"the server is busy ({admission.max_concurrent} running, {admission.max_queue} waiting); "
-                 f"retry after {settings.retry_after_s} s", {"Retry-After": str(settings.retry_after_s)})
+    uploads = {"in_progress": 0}  # requests reading their upload now (event loop only: no lock)
+
+    def busy(reason: str, what: str) -> JSONResponse:
+        metrics.rejected.labels(reason).inc()
+        return error_response(503, f"the server is busy ({what}); retry after {settings.retry_after_s} s",
+                              {"Retry-After": str(settings.retry_after_s)})
+
+    def queue_busy() -> JSONResponse:
+        return busy("queue_full", f"{admission.max_concurrent} running, {admission.max_queue} waiting")
+
+    async def read_upload(request: Request) -> StylizeJob:
+        """The parsed form, read within ``timeout_s`` (408 after) while counted as an upload in progress."""
+        uploads["in_progress"] += 1
+        metrics.uploads_in_progress.set(uploads["in_progress"])
+        try:
+            return await asyncio.wait_for(read_stylize_form(request, registry, settings), settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the upload did not arrive within {settings.timeout_s:g} s; send it again "
+                                    "over a faster connection, or a smaller file") from None
+        finally:
+            uploads["in_progress"] -= 1
+            metrics.uploads_in_progress.set(uploads["in_progress"])
+
+    async def run_unless_gone(request: Request, job: StylizeJob) -> Stylized:
+        """``admission.run`` of the job, given up (``ClientDisconnect``) if the client leaves first: it leaves the
+        queue, or, already running, finishes in its thread with its slot (ONNX Runtime cannot stop a run)."""
+
+        async def client_gone() -> None:  # the body is read: the next message is the disconnect
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        run = asyncio.ensure_future(admission.run(lambda: stylize_upload(job, settings, metrics)))
+        gone = asyncio.ensure_future(client_gone())
+        try:
+            await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+        if run.cancelled():
+            raise ClientDisconnect()
+        return run.result()
 
     @app.post("/v1/stylize")
     async def stylize(request: Request) -> Response:
-        if admission.full:  # refuse before reading the upload
-            return busy()
-        job = await read_stylize_form(request, registry, settings)
+        # Refused before the upload is read: every slot and queue place taken, or as many uploads coming in as
+        # could be queued (each holds up to max_upload_bytes).
+        if admission.full:
+            return queue_busy()
+        if uploads["in_progress"] >= settings.max_uploads:
+            return busy("uploads_full", f"{uploads['in_progress']} uploads coming in")
+        job = await read_upload(request)
         try:
-            result = await admission.run(lambda: stylize_upload(job, settings.max_pixels, metrics))
+            result = await run_unless_gone(request, job)
         except Overloaded:  # filled up while the upload came in
-            return busy()
+            return queue_busy()
         except DeadlineExceeded as error:
             metrics.rejected.labels("timeout").inc()
             where = "waiting for a free inference slot" if error.waited else "stylising"

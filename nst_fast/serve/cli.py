@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
                         help="requests waiting for an inference; more get 503 with Retry-After (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s,
-                        help="seconds a request may wait and run (default %(default)g): 504 after")
+                        help="seconds a request may wait and run (default %(default)g): 504 after; also the "
+                             "most an upload may take to arrive: 408 after")
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                        help="open connections; more get 503 from uvicorn (default %(default)s)")
     parser.add_argument("--retry-after", type=int, default=defaults.retry_after_s,
                         help="Retry-After seconds of 503 answers (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
@@ -58,6 +61,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(
         max_upload_bytes=round(args.max_upload_mb * 2**20), max_pixels=round(args.max_megapixels * 1e6),
         max_concurrent=args.max_concurrent, max_queue=args.max_queue, timeout_s=args.timeout,
+        max_connections=args.max_connections,
         retry_after_s=args.retry_after, threads=args.threads, provider=args.provider,
     )
 
@@ -68,6 +72,7 @@ def run_server(app: FastAPI, settings: ServeSettings, host: str, port: int, log_
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            limit_concurrency=settings.max_connections,
                             timeout_graceful_shutdown=settings.timeout_s + SHUTDOWN_GRACE_S)
     # uvicorn re-raises the stopping signal once it has shut down, to the handler it found: make that one a
     # no-op, so that a clean shutdown ends with status 0 instead of death by signal.

@@ -15,7 +15,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     """``nst_serve_requests_total{route, status}``, ``nst_serve_request_seconds{route}`` (histogram),
     ``nst_serve_inference_seconds{model}`` (histogram of model time), ``nst_serve_inferences_in_flight``,
-    ``nst_serve_queue_length``, ``nst_serve_rejected_total{reason}`` (``queue_full``, ``timeout``)."""
+    ``nst_serve_queue_length``, ``nst_serve_uploads_in_progress``, ``nst_serve_rejected_total{reason}``
+    (``queue_full``, ``uploads_full``, ``timeout``)."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -30,9 +31,11 @@ class Metrics:
         self.in_flight = Gauge("nst_serve_inferences_in_flight", "Inferences running now", registry=self.registry)
         self.queue_length = Gauge("nst_serve_queue_length", "Requests waiting for an inference slot",
                                   registry=self.registry)
-        self.rejected = Counter("nst_serve_rejected", "Requests refused for load: queue_full (503), timeout (504)",
-                                ["reason"], registry=self.registry)
-        for reason in ("queue_full", "timeout"):
+        self.uploads_in_progress = Gauge("nst_serve_uploads_in_progress", "Requests reading their upload now",
+                                         registry=self.registry)
+        self.rejected = Counter("nst_serve_rejected", "Requests refused for load: queue_full and uploads_full (503), "
+                                "timeout (504)", ["reason"], registry=self.registry)
+        for reason in ("queue_full", "uploads_full", "timeout"):
             self.rejected.labels(reason)  # exported as 0 from the start
 
     def admission_changed(self, running: int, waiting: int) -> None:

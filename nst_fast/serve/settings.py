@@ -25,7 +25,9 @@ class ServeSettings:
     - ``max_concurrent``: inferences running at once (threads sharing one ONNX Runtime session per model);
     - ``max_queue``: requests waiting for an inference slot; more -> 503 with ``Retry-After: retry_after_s``;
     - ``timeout_s``: the longest a request may wait and run, in seconds -> 504 (an inference already running
-      keeps its slot until it ends: ONNX Runtime cannot stop a run);
+      keeps its slot until it ends: ONNX Runtime cannot stop a run); also the longest an upload may take to
+      arrive -> 408;
+    - ``max_connections``: open connections (uvicorn's ``limit_concurrency``); more -> 503 from uvicorn;
     - ``threads``: ONNX Runtime intra-op threads per session (0: the available cores divided by
       ``max_concurrent``, so that concurrent inferences do not oversubscribe the cores);
     - ``provider``: ONNX Runtime execution provider, as ``nst-stylize --provider``.
@@ -36,12 +38,13 @@ class ServeSettings:
     max_concurrent: int = 2
     max_queue: int = 8
     timeout_s: float = 60.0
+    max_connections: int = 100
     retry_after_s: int = 1
     threads: int = 0
     provider: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "max_concurrent", "retry_after_s"):
+        for name in ("max_upload_bytes", "max_pixels", "max_concurrent", "max_connections", "retry_after_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_queue", "threads"):
@@ -49,6 +52,12 @@ class ServeSettings:
                 raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not self.timeout_s > 0:
             raise ConfigError(f"timeout_s must be positive, got {self.timeout_s}")
+
+    @property
+    def max_uploads(self) -> int:
+        """Uploads read at once: as many as could then be running or queued (more -> 503 before reading), so
+        that uploads hold at most this many times ``max_upload_bytes``."""
+        return self.max_concurrent + self.max_queue
 
     @property
     def intra_op_threads(self) -> int:
