@@ -728,7 +728,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(live_server) -> N
         timeout=30)))
     sender.start()
     assert first_part_sent.wait(10)
-    time.sleep(1.0)  # let the server read the request's head
+    wait_for(lambda: metric(httpx.get(f"{url}/metrics").text, "nst_serve_uploads_in_progress") == 1,
+             "the server to start reading the upload")
     process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 10
     while True:  # shutting down: no new connections, while the upload is still in flight
