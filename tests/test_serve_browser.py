@@ -298,3 +298,41 @@ def test_webcam_streams_one_frame_at_a_time(page) -> None:
     WebDriverWait(page, WAIT).until(lambda d: int(d.find_element(By.ID, "webcam-frames").text) >= 1)
     page.find_element(By.ID, "webcam-stop").click()
     assert page.execute_script("return window.mostInFlight") == 1
+
+
+def test_webcam_stopped_and_restarted_at_once_runs_one_send_loop(page) -> None:
+    """Stop and start again while a frame's request is out: stopping aborts that request and its send loop ends,
+    instead of carrying on beside the new one (two requests in flight)."""
+    page.execute_script(
+        """
+        const realFetch = window.fetch;
+        window.inFlight = 0;
+        window.mostInFlight = 0;
+        window.fetch = async (url, ...rest) => {
+          if (!String(url).includes("v1/stylize")) return realFetch(url, ...rest);
+          window.inFlight += 1;
+          window.mostInFlight = Math.max(window.mostInFlight, window.inFlight);
+          try {
+            await new Promise((resolve, reject) => {  // a slow server: the answer is still out
+              const timer = setTimeout(resolve, 1500);
+              const signal = rest[0] && rest[0].signal;
+              if (signal) signal.addEventListener("abort", () => {  // as fetch does: aborting ends the request
+                clearTimeout(timer);
+                reject(new DOMException("The request was aborted", "AbortError"));
+              });
+            });
+            return await realFetch(url, ...rest);
+          } finally { window.inFlight -= 1; }
+        };
+        """
+    )
+    Select(page.find_element(By.ID, "webcam-size")).select_by_value("256")
+    page.find_element(By.ID, "webcam-start").click()
+    WebDriverWait(page, WAIT).until(lambda d: d.execute_script("return window.inFlight") == 1,
+                                    "no webcam frame was sent")
+    page.execute_script("document.getElementById('webcam-stop').click();"
+                        "document.getElementById('webcam-start').click();")
+    WebDriverWait(page, WAIT).until(lambda d: int(d.find_element(By.ID, "webcam-frames").text) >= 3,
+                                    "fewer than 3 webcam frames came back after the restart")
+    page.find_element(By.ID, "webcam-stop").click()
+    assert page.execute_script("return window.mostInFlight") == 1

@@ -15,8 +15,11 @@
     busy: false,
     pending: false,
   };
-  /** Webcam state: the camera stream, whether the send loop runs, and arrival times for the frame rate. */
-  const webcam = { stream: null, running: false, frames: 0, arrivals: [], resultUrl: null };
+  /** Webcam state: the camera stream, whether the send loop runs, and arrival times for the frame rate.
+   * `run` counts starts and stops: a send loop belongs to the run it was started in and ends as soon as that run
+   * is over (checked after every await), so a quick stop and start never leaves two loops sending; stopping also
+   * aborts the frame's request still out (`abort`), so that it does not overlap the next run's first one. */
+  const webcam = { stream: null, running: false, run: 0, abort: null, frames: 0, arrivals: [], resultUrl: null };
   /** Frame rate window: the last this many answers. */
   const FPS_WINDOW = 10;
 
@@ -391,12 +394,17 @@
       return;
     }
     webcam.running = true;
+    webcam.run += 1;
+    webcam.abort = new AbortController();
     $("webcam-stop").disabled = false;
-    webcamLoop();
+    webcamLoop(webcam.run);
   }
 
   function stopWebcam() {
     webcam.running = false;
+    webcam.run += 1;
+    if (webcam.abort) webcam.abort.abort();
+    webcam.abort = null;
     if (webcam.stream) webcam.stream.getTracks().forEach((track) => track.stop());
     webcam.stream = null;
     $("webcam-video").srcObject = null;
@@ -426,12 +434,14 @@
     }
   }
 
-  /** Send one frame, wait for its answer, show it, repeat: never more than one request in flight. */
-  async function webcamLoop() {
+  /** Send one frame, wait for its answer, show it, repeat: never more than one request in flight. `run` is the
+   * webcam run this loop belongs to; the loop ends once it is over (stopped, or stopped and started again). */
+  async function webcamLoop(run) {
     const video = $("webcam-video");
     const canvas = document.createElement("canvas");
     const shown = $("webcam-result");
-    while (webcam.running) {
+    const current = () => webcam.running && webcam.run === run;
+    while (current()) {
       if (video.readyState < 2 || video.videoWidth === 0) {
         await sleep(50);
         continue;
@@ -445,26 +455,40 @@
         return;
       }
       const frame = await grabFrame(video, canvas);
+      if (!current()) return;
       let response;
       try {
-        response = await fetch("v1/stylize", { method: "POST", body: requestForm(frame, "frame.jpg", fields, "jpeg") });
+        response = await fetch("v1/stylize", {
+          method: "POST", body: requestForm(frame, "frame.jpg", fields, "jpeg"), signal: webcam.abort.signal,
+        });
       } catch (error) {
+        if (!current()) return;
         showError(`Could not reach the server (${error.message}): the webcam stopped.`);
         stopWebcam();
         return;
       }
+      if (!current()) return;
       if (response.status === 503) {
-        showError(await describeFailure(response));
+        const busy = await describeFailure(response);
+        if (!current()) return;
+        showError(busy);
         await sleep(1000 * retryAfterSeconds(response));
         continue;
       }
       if (!response.ok) {
-        showError(`${await describeFailure(response)} The webcam stopped.`);
+        const failure = await describeFailure(response);
+        if (!current()) return;
+        showError(`${failure} The webcam stopped.`);
         stopWebcam();
         return;
       }
-      const blob = await response.blob();
-      if (!webcam.running) return;
+      let blob;
+      try {
+        blob = await response.blob();
+      } catch (error) { // aborted by a stop while the answer arrived
+        return;
+      }
+      if (!current()) return;
       const previous = webcam.resultUrl;
       webcam.resultUrl = URL.createObjectURL(blob);
       shown.src = webcam.resultUrl;
