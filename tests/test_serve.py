@@ -213,7 +213,7 @@ def test_max_size_formats_and_alpha(serve) -> None:
 
 @pytest.mark.parametrize(("image_format", "largest"), [("webp", 16383), ("jpeg", 65500)])
 def test_too_wide_for_the_format_is_a_400_before_inference(serve, image_format, largest) -> None:
-    client, wide = serve(), encoded(pattern(6, largest + 1, seed=7))
+    client, wide = serve(ServeSettings(max_side=100_000)), encoded(pattern(6, largest + 1, seed=7))
     inferences = metric(client, "nst_serve_inference_seconds_count", model="wave")
     check_error(post(client, wide, format=image_format), 400,
                 f"the {largest + 1}x6 result is too large for format {image_format}, which stores at most "
@@ -221,6 +221,17 @@ def test_too_wide_for_the_format_is_a_400_before_inference(serve, image_format, 
     assert metric(client, "nst_serve_inference_seconds_count", model="wave") == inferences  # the model did not run
     assert Image.open(io.BytesIO(post(client, wide, format=image_format, max_size=str(largest)).content)).size == (
         largest, 6)
+
+
+def test_max_side_caps_the_size_stylised_and_requests_may_only_lower_it(models, serve) -> None:
+    client, rgb = serve(ServeSettings(max_side=32)), pattern(40, 60, seed=8)
+    for fields, size in (({}, (32, 21)), ({"max_size": "100"}, (32, 21)), ({"max_size": "20"}, (20, 13))):
+        assert Image.open(io.BytesIO(post(client, encoded(rgb), **fields).content)).size == size, fields
+    # The server's ONNX Runtime sessions keep no CPU arena (it would hold the largest request's activations).
+    assert not client.app.state.registry.models["wave"].model.session.get_session_options().enable_cpu_mem_arena
+    assert ServeSettings().max_side == 2048
+    with pytest.raises(ValueError, match="max_side must be at least 5 pixels, got 4"):
+        ServeSettings(max_side=4)
 
 
 # --- Bad requests: 4xx with {"error": ...}, and the server keeps serving --------------------------------------

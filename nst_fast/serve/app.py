@@ -208,7 +208,8 @@ def stylize_upload(job: StylizeJob, settings: ServeSettings, metrics: Metrics) -
     except ImageReadError as error:
         raise RequestError(400, f"{error}; send a PNG, JPEG, WebP, TIFF, BMP or GIF file") from None
     try:
-        array, alpha = prepare_image(rgb, alpha, job.max_size, job.filename)
+        array, alpha = prepare_image(rgb, alpha, min(job.max_size or settings.max_side, settings.max_side),
+                                     job.filename)
     except StylizeError as error:
         raise RequestError(400, str(error)) from None
     pillow_format, content_type = OUTPUT_FORMATS[job.output_format]

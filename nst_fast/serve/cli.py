@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest request body in MiB (default %(default)g): 413 above")
     parser.add_argument("--max-megapixels", type=float, default=defaults.max_pixels / 1e6,
                         help="largest decoded image in millions of pixels (default %(default)g): 413 above")
+    parser.add_argument("--max-side", type=int, default=defaults.max_side,
+                        help="longest side stylised, in pixels: larger images are downscaled (default %(default)s; "
+                             "a request's max_size may lower it); it bounds the memory per inference")
     parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
                         help="inferences running at once (default %(default)s)")
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
@@ -60,6 +63,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """``ServeSettings`` from parsed options; raises ``ConfigError`` naming a value out of range."""
     return ServeSettings(
         max_upload_bytes=round(args.max_upload_mb * 2**20), max_pixels=round(args.max_megapixels * 1e6),
+        max_side=args.max_side,
         max_concurrent=args.max_concurrent, max_queue=args.max_queue, timeout_s=args.timeout,
         max_connections=args.max_connections,
         retry_after_s=args.retry_after, threads=args.threads, provider=args.provider,

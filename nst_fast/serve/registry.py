@@ -83,7 +83,9 @@ class ModelRegistry:
             if name in models:
                 raise StylizeError(f"two models are named {name!r} ({models[name].path} and {path}); "
                                    "models are chosen by file stem: rename one")
-            models[name] = ServedModel(name, path, load_model(path, provider=provider, threads=threads))
+            # No CPU arena: with one, a server keeps its largest request's activations for good.
+            models[name] = ServedModel(name, path, load_model(path, provider=provider, threads=threads,
+                                                              cpu_arena=False))
         return cls(models)
 
     @property

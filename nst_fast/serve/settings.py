@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from nst_fast.conventions import MIN_SIDE
 from nst_fast.errors import ConfigError
 
 
@@ -22,6 +23,8 @@ class ServeSettings:
 
     - ``max_upload_bytes``: request body size (the multipart upload with its fields) -> 413 above it;
     - ``max_pixels``: decoded image size from the file's header (decompression bombs) -> 413 above it;
+    - ``max_side``: the longest side stylised; larger images are downscaled to it (a request's ``max_size`` may
+      lower it, not raise it): it bounds the model's memory, about 420 bytes per pixel (README.md, "Serve over HTTP");
     - ``max_concurrent``: inferences running at once (threads sharing one ONNX Runtime session per model);
     - ``max_queue``: requests waiting for an inference slot; more -> 503 with ``Retry-After: retry_after_s``;
     - ``timeout_s``: the longest a request may wait and run, in seconds -> 504 (an inference already running
@@ -35,6 +38,7 @@ class ServeSettings:
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_side: int = 2048
     max_concurrent: int = 2
     max_queue: int = 8
     timeout_s: float = 60.0
@@ -47,6 +51,8 @@ class ServeSettings:
         for name in ("max_upload_bytes", "max_pixels", "max_concurrent", "max_connections", "retry_after_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_side < MIN_SIDE:
+            raise ConfigError(f"max_side must be at least {MIN_SIDE} pixels, got {self.max_side}")
         for name in ("max_queue", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be at least 0, got {getattr(self, name)}")

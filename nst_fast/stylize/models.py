@@ -81,7 +81,10 @@ def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
 class OnnxModel(StyleModel):
     """An nst-fast ONNX export run by ONNX Runtime (no torch)."""
 
-    def __init__(self, path: Path, provider: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path, provider: str = "auto", threads: int = 0, cpu_arena: bool = True) -> None:
+        """``cpu_arena=False``: no ONNX Runtime CPU memory arena, for a long-running server: the arena keeps the
+        largest run's activations (hundreds of bytes per pixel) for good; without it they are freed after each
+        run (measured in README.md, "Serve over HTTP")."""
         import onnxruntime as ort
 
         providers = choose_providers(provider, ort.get_available_providers())
@@ -89,6 +92,7 @@ class OnnxModel(StyleModel):
         options.log_severity_level = 3  # errors only: TensorRT/CUDA fallbacks are reported by us, not as warnings
         if threads:
             options.intra_op_num_threads = threads
+        options.enable_cpu_mem_arena = cpu_arena
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own pybind exception types
@@ -200,14 +204,17 @@ class TorchModel(StyleModel):
             return y.permute(0, 2, 3, 1).float().cpu().numpy()
 
 
-def load_model(path: str | os.PathLike, provider: str = "auto", device: str = "auto", threads: int = 0) -> StyleModel:
-    """Load ``--model``: ``.onnx`` via ONNX Runtime; ``.pt``/``.ts``/``.ckpt`` via PyTorch."""
+def load_model(
+    path: str | os.PathLike, provider: str = "auto", device: str = "auto", threads: int = 0, cpu_arena: bool = True
+) -> StyleModel:
+    """Load ``--model``: ``.onnx`` via ONNX Runtime (``cpu_arena``: see ``OnnxModel``); ``.pt``/``.ts``/``.ckpt``
+    via PyTorch."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise StylizeError(f"model {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return OnnxModel(path, provider, threads)
+        return OnnxModel(path, provider, threads, cpu_arena)
     if suffix in (".pt", ".ts", ".ckpt"):
         return TorchModel(path, device)
     raise StylizeError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; expected .onnx, .pt, .ts or .ckpt")
