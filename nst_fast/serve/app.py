@@ -291,8 +291,9 @@ def create_app(models: list[Path | str], settings: ServeSettings | None = None) 
         if error.status_code == 404:
             message = f"nothing at {request.method} {request.url.path}; the routes are {ROUTES}"
         elif error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow")  # Starlette lists a route's methods in set order
             message = (f"{request.method} is not allowed on {request.url.path}; "
-                       f"use {(error.headers or {}).get('Allow', 'another method')}")
+                       f"use {', '.join(sorted(allowed.split(', '))) if allowed else 'another method'}")
         else:  # e.g. a malformed multipart body (400)
             message = f"bad request: {error.detail}"
         return error_response(error.status_code, message, error.headers)
