@@ -625,7 +625,15 @@ def test_cli_limits_open_connections(monkeypatch) -> None:
     from nst_fast.serve.cli import build_parser, run_server, settings_from_args
 
     configs = []
-    monkeypatch.setattr(uvicorn, "Server", lambda config: configs.append(config) or type("S", (), {"run": lambda self: None})())
+
+    class Server:  # records the config uvicorn would run with
+        def __init__(self, config) -> None:
+            configs.append(config)
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
     settings = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--max-connections", "7"]))
     run_server(object(), settings, "127.0.0.1", 8000)
     assert settings.max_connections == 7 and configs[0].limit_concurrency == 7
