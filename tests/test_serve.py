@@ -577,15 +577,14 @@ def test_warm_up_has_its_own_deadline_and_does_not_queue(models) -> None:
     ready: the warm-up runs outside admission with its own deadline."""
     app = create_app([models["wave"]], ServeSettings(max_concurrent=1, max_queue=0, timeout_s=0.2))
     served = app.state.registry.models["wave"]
-    served.model = GatedModel(served.model)
-    opener = threading.Timer(0.6, served.model.gate.set)
-    opener.start()
+    served.model = model = GatedModel(served.model)
     with TestClient(app) as client:
+        time.sleep(0.5)  # the warm-up's run is held past the requests' timeout
         assert client.get("/readyz").json()["status"] == "starting"
+        model.gate.set()
         wait_for(lambda: client.get("/readyz").json()["status"] != "starting", "the warm-up to end")
         assert client.get("/readyz").json() == {"status": "ready", "models": ["wave"]}
         assert metric(client, "nst_serve_inference_seconds_count", model="wave") == 0  # not a request
-    opener.join()
 
 
 # --- Settings, models, command line -------------------------------------------------------------------------------
