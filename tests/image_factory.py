@@ -137,9 +137,12 @@ def write_video(path: Path, rgb_frames: list[np.ndarray], fps: int = 8, audio: b
         for array in rgb_frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         if audio:
-            samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * len(rgb_frames) // fps) / 16000)).astype(np.float32)
+            seconds = np.arange(16000 * len(rgb_frames) // fps) / 16000
+            samples = (0.3 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)
             for start in range(0, samples.size, 1024):
-                chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024].copy(), format="fltp", layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    samples[None, start:start + 1024].copy(), format="fltp", layout="mono"
+                )
                 chunk.sample_rate, chunk.pts = 16000, start
                 container.mux(sound.encode(chunk))
         container.mux(video.encode(None))

@@ -246,6 +246,8 @@ def test_batch_the_model_cannot_run_is_retried_one_by_one(models, tmp_path, caps
         ("ckpt", ["--threads", "2"], "out.png", "--threads 2 has no effect on torch models"),
         ("uint8", ["--batch-size", "8"], "out.png", "--batch-size 8 has no effect on uint8 models"),
         ("onnx", ["--crf", "30"], "clip.avi", "--crf 30 has no effect on clip.avi"),
+        ("onnx", ["--temporal"], "out.png", "--temporal has no effect on images"),
+        ("onnx", ["--temporal-weight", "0.5"], "clip.mp4", "--temporal-weight 0.5 has no effect without --temporal"),
         ("onnx", [], "out.png", None),
         ("onnx", ["--crf", "30", "--provider", "cpu", "--threads", "1"], "clip.mp4", None),
     ],

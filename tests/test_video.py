@@ -37,7 +37,9 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     (".webm", (65, 49), (65, 49), "vp9", "opus"),  # VP9 codes odd sides in 4:2:0
     (".avi", (65, 49), (65, 49), "mpeg4", "aac"),
 ])
-def test_outputs_are_yuv420p_at_the_documented_size(models, tmp_path, capsys, suffix, size, written, codec, audio) -> None:
+def test_outputs_are_yuv420p_at_the_documented_size(
+    models, tmp_path, capsys, suffix, size, written, codec, audio
+) -> None:
     width, height = size
     write_video(tmp_path / "clip.mkv", [blocks(height, width, seed) for seed in range(5)])
     status, err = run(["--model", models["onnx"], tmp_path / "clip.mkv", "-o", tmp_path / f"out{suffix}"], capsys)

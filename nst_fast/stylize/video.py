@@ -12,6 +12,7 @@ from nst_fast.errors import StylizeError
 from nst_fast.stylize.core import check_size, stylize_array
 from nst_fast.stylize.jobs import VIDEO_CODECS
 from nst_fast.stylize.models import StyleModel
+from nst_fast.stylize.temporal import TemporalBlender, require_opencv
 
 #: Encoders that take ``--crf`` (libvpx-vp9 as crf + 13).
 CRF_ENCODERS = ("libx264", "libvpx-vp9")
@@ -44,14 +45,19 @@ def output_size(encoder: str, width: int, height: int) -> tuple[int, int]:
 def stylize_video(
     model: StyleModel, source: Path, target: Path, *, keep_color: bool = False, max_size: int | None = None,
     batch_size: int = 4, crf: int = 18, progress: Any = None, weights: np.ndarray | None = None,
+    temporal_weight: float | None = None,
 ) -> int:
     """Stylise every frame of ``source``'s first video stream into ``target`` in yuv420p (same frame rate,
     timestamps and size, or downscaled to ``max_size`` with even sides; H.264 crops odd sides to even, see
     ``output_size``); audio streams are copied (re-encoded where the output container cannot hold their codec).
     Returns the number of frames.
+    ``temporal_weight``: blend each frame with the previous output along the optical flow
+    (``nst_fast.stylize.temporal``; the network still runs in batches, the blending follows frame by frame).
     ``progress``: a tqdm bar (its total is set from the stream's frame count when the container knows it)."""
     import av
 
+    if temporal_weight is not None:
+        require_opencv()
     try:
         container = av.open(str(source))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
@@ -104,6 +110,7 @@ def stylize_video(
 
             pending: list[tuple[np.ndarray, int | None, object]] = []
             next_pts = 0
+            blend = TemporalBlender(temporal_weight) if temporal_weight is not None else None
 
             def flush() -> None:
                 nonlocal frames
@@ -111,7 +118,9 @@ def stylize_video(
                     return
                 batch = np.stack([array for array, _, _ in pending])
                 styled = stylize_array(model, batch, keep_color, weights)
-                for (_, pts, time_base), frame_rgb in zip(pending, styled):
+                for (array, pts, time_base), frame_rgb in zip(pending, styled):
+                    if blend is not None:
+                        frame_rgb = blend(array, frame_rgb)
                     frame = av.VideoFrame.from_ndarray(
                         (np.clip(frame_rgb, 0, 1) * 255 + 0.5).astype(np.uint8), format="rgb24"
                     )
