@@ -120,7 +120,7 @@ def pan_clip(photo_path: Path, size: tuple[int, int], step: tuple[int, int], fra
             window = np.ascontiguousarray(pixels[top:top + height, left:left + width])
             container.mux(stream.encode(av.VideoFrame.from_ndarray(window, format="rgb24")))
         container.mux(stream.encode(None))
-    # Frame k + 1 shows the photo's content moved by -step: panning frame k by -step undoes the motion.
+    # Frame k + 1 at (y, x) shows frame k at (y + dy, x + dx): bench/temporal.py's pan by ``step`` (translate).
     return [torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255 for f in decoded(path)]
 
 
@@ -136,7 +136,7 @@ def clip_flicker(stylise: Styliser, clip: list[Tensor], step: tuple[int, int], b
     sequence = torch.cat(clip)
     with torch.inference_mode():
         styled = torch.cat([stylise(frame[None]) for frame in sequence])
-    motion = (-float(step[0]), -float(step[1]))
+    motion = (float(step[0]), float(step[1]))
     input_squared, count = temporal.motion_differences(sequence, motion, border)
     output_squared, _ = temporal.motion_differences(styled, motion, border)
     return temporal.Flicker(input_squared, output_squared, count).record()
