@@ -399,7 +399,8 @@ def test_console_script(models, tmp_path) -> None:
     assert Image.open(tmp_path / "o.png").size == (24, 20)
 
 
-def test_onnx_path_never_imports_torch(models, tmp_path) -> None:
+@pytest.mark.parametrize("options", [[], ["--temporal"]])
+def test_onnx_path_never_imports_torch(models, tmp_path, options) -> None:
     Image.fromarray(pattern(20, 24)).save(tmp_path / "x.png")
     make_video(tmp_path / "clip.mp4", frames=2)
     code = f"""
@@ -410,7 +411,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is blocked in this test")
 sys.meta_path.insert(0, Block())
 sys.argv = ["nst-stylize", "--model", {str(models['onnx'])!r}, {str(tmp_path / 'x.png')!r}, {str(tmp_path / 'clip.mp4')!r},
-            "-o", {str(tmp_path / 'out')!r}]
+            "-o", {str(tmp_path / 'out')!r}, *{options!r}]
 import runpy
 try:
     runpy.run_module("nst_fast.stylize", run_name="__main__")  # python -m nst_fast.stylize
