@@ -15,3 +15,40 @@ def hed_weights() -> Path:
     if not HED_WEIGHTS.is_file():
         pytest.skip(f"{HED_WEIGHTS} not present (../shared is optional)")
     return HED_WEIGHTS
+
+
+STYLE = {"name": "wave", "image": "/data/styles/wave.jpg", "size": 256}
+MULTI_STYLES = [{"name": n, "image": f"/data/styles/{n}.jpg", "size": 256} for n in ("starry", "wave", "udnie")]
+
+
+def _exported(root: Path, network, styles, identity: bool = False) -> dict:
+    """``network``'s checkpoint and its ONNX (float and uint8) and TorchScript exports, by kind."""
+    import torch
+
+    from nst_fast.checkpoint import checkpoint_metadata
+    from nst_fast.export import export_checkpoint
+
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 3,
+                "nst_fast": checkpoint_metadata(network, styles, identity=identity)}, ckpt)
+    result = export_checkpoint(ckpt, uint8=True, torchscript=True, log=lambda _: None)
+    return {"network": network, "ckpt": ckpt, "onnx": result.file("onnx"), "uint8": result.file("onnx_uint8"),
+            "torchscript": result.file("torchscript")}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict:
+    """A small trained-like network, its checkpoint, and its ONNX (float and uint8) and TorchScript exports
+    (shared by the stylize and video tests)."""
+    from helpers import small_network
+
+    return _exported(tmp_path_factory.mktemp("model"), small_network(0), STYLE)
+
+
+@pytest.fixture(scope="session")
+def multi_models(tmp_path_factory) -> dict:
+    """Three styles and the identity: checkpoint, ONNX (float and uint8) and TorchScript."""
+    from helpers import small_network
+
+    return _exported(tmp_path_factory.mktemp("multi"), small_network(3, num_conditions=4), MULTI_STYLES, identity=True)

@@ -1,4 +1,4 @@
-"""Build image files of every awkward kind for the data and inference tests."""
+"""Build image files of every awkward kind, and small video clips, for the data and inference tests."""
 
 from __future__ import annotations
 
@@ -111,3 +111,47 @@ def write_pgm_16bit(path: Path, array: np.ndarray) -> Path:
     height, width = array.shape
     path.write_bytes(f"P5 {width} {height} 65535\n".encode() + array.astype(">u2").tobytes())
     return path
+
+
+def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth, mid-range colour image (no clipping when colours are re-combined)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = [0.5 + 0.3 * np.sin(xx / (5 + 3 * c) + yy / (7 + c) + rng.uniform(0, 6)) for c in range(3)]
+    return (np.stack(channels, -1) * 255).round().astype(np.uint8)
+
+
+def write_video(path: Path, rgb_frames: list[np.ndarray], fps: int = 8, audio: bool = True) -> None:
+    """An H.264 (yuv444p for odd sizes) + AAC file of these uint8 RGB ``[H, W, 3]`` frames, with a 440 Hz tone
+    as long as the frames when ``audio``."""
+    import av
+
+    height, width = rgb_frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height = width, height
+        video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        if audio:
+            sound = container.add_stream("aac", rate=16000)
+            sound.layout = "mono"
+        for array in rgb_frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        if audio:
+            seconds = np.arange(16000 * len(rgb_frames) // fps) / 16000
+            samples = (0.3 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)
+            for start in range(0, samples.size, 1024):
+                chunk = av.AudioFrame.from_ndarray(
+                    samples[None, start:start + 1024].copy(), format="fltp", layout="mono"
+                )
+                chunk.sample_rate, chunk.pts = 16000, start
+                container.mux(sound.encode(chunk))
+        container.mux(video.encode(None))
+        if audio:
+            container.mux(sound.encode(None))
+
+
+def make_video(path: Path, frames: int = 8, width: int = 64, height: int = 48, fps: int = 8) -> list[np.ndarray]:
+    """An H.264 + AAC clip of ``pattern`` panning 6 px per frame; returns the frames as encoded (RGB)."""
+    rgb_frames = [np.roll(pattern(height, width, 20), 6 * i, axis=1) for i in range(frames)]
+    write_video(path, rgb_frames, fps)
+    return rgb_frames

@@ -161,3 +161,41 @@ def test_serve_load_smoke_run(bench_module, tmp_path: Path) -> None:
     assert row["server_exit_status"] == 0 and row["server_peak_rss_mb"] > 0
     with pytest.raises(SystemExit, match="not a loopback address"):
         serve_load.main(["--url", "http://example.com:8000", "--out-dir", str(tmp_path)])
+
+
+def test_temporal_demo_writes_gif_and_strip(bench_module, models, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from image_factory import pattern
+
+    Image.fromarray(pattern(60, 80)).save(tmp_path / "photo.png")
+    bench_module("temporal_demo").main([
+        str(models["onnx"]), "--photo", str(tmp_path / "photo.png"), "--size", "48x32", "--frames", "15",
+        "--gif", str(tmp_path / "a.gif"), "--diff", str(tmp_path / "d.png"),
+    ])
+    gif = Image.open(tmp_path / "a.gif")
+    assert gif.n_frames == 15 and gif.size == (2 * 48 + 4, 32 + 18)
+    assert Image.open(tmp_path / "d.png").size == (3 * (48 - 2 + 4), 2 * (32 - 1 + 4 + 16))
+
+
+def test_temporal_inference_writes_record(bench_module, models, tmp_path: Path) -> None:
+    if not (BENCH / "temporal.py").is_file():
+        pytest.skip("bench/temporal.py (the known-motion flicker ratio, from the stability work) is not here")
+    from PIL import Image
+
+    from image_factory import pattern
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(2):
+        Image.fromarray(pattern(72, 96, index)).save(photos / f"p{index}.png")
+    record = bench_module("temporal_inference").main([
+        str(models["onnx"]), "--photos", str(photos), "--clip-photo", "p0.png", "--weights", "0.7", "--presets", "fast",
+        "--size", "40", "--frames", "3", "--margin", "6", "--border", "2", "--clip-size", "48x32", "--clip-frames", "4",
+        "--cost-size", "32", "--repeats", "1", "--out-dir", str(tmp_path),
+    ])
+    saved = json.loads(Path(record["record_path"]).read_text())
+    plain, blended = saved["results"]
+    assert plain["preset"] is None and plain["departure_rms"] == 0 and blended["departure_rms"] > 0
+    assert blended["flicker"]["all"]["flicker_ratio"] < plain["flicker"]["all"]["flicker_ratio"]
+    assert {"model", "fast"} == set(saved["cost_ms"])

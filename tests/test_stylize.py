@@ -15,30 +15,11 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from helpers import small_network
+from image_factory import make_video, pattern
 
-from nst_fast.checkpoint import checkpoint_metadata
-from nst_fast.export import export_checkpoint
 from nst_fast.images import preserve_color
 from nst_fast.models import TransformerNet
 from nst_fast.stylize import StylizeError, choose_providers, main
-
-STYLE = {"name": "wave", "image": "/data/styles/wave.jpg", "size": 256}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A small trained-like network, its checkpoint, and its ONNX (float and uint8) and TorchScript exports."""
-    root = tmp_path_factory.mktemp("model")
-    network = small_network(0)
-    ckpt = root / "run" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True)
-    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 3,
-                "nst_fast": checkpoint_metadata(network, STYLE)}, ckpt)
-    result = export_checkpoint(ckpt, uint8=True, torchscript=True, log=lambda _: None)
-    return {"network": network, "ckpt": ckpt, "onnx": result.file("onnx"), "uint8": result.file("onnx_uint8"),
-            "torchscript": result.file("torchscript")}
-
 
 def expected(network: TransformerNet, rgb: np.ndarray) -> np.ndarray:
     """The eager network on a uint8 HWC RGB array, as uint8."""
@@ -51,14 +32,6 @@ def expected(network: TransformerNet, rgb: np.ndarray) -> np.ndarray:
 def max_level_diff(a: np.ndarray, b: np.ndarray) -> int:
     assert a.shape == b.shape, (a.shape, b.shape)
     return int(np.abs(a.astype(int) - b.astype(int)).max())
-
-
-def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A smooth, mid-range colour image (no clipping when colours are re-combined)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    channels = [0.5 + 0.3 * np.sin(xx / (5 + 3 * c) + yy / (7 + c) + rng.uniform(0, 6)) for c in range(3)]
-    return (np.stack(channels, -1) * 255).round().astype(np.uint8)
 
 
 def run(args: list, capsys) -> tuple[int, str]:
@@ -273,6 +246,8 @@ def test_batch_the_model_cannot_run_is_retried_one_by_one(models, tmp_path, caps
         ("ckpt", ["--threads", "2"], "out.png", "--threads 2 has no effect on torch models"),
         ("uint8", ["--batch-size", "8"], "out.png", "--batch-size 8 has no effect on uint8 models"),
         ("onnx", ["--crf", "30"], "clip.avi", "--crf 30 has no effect on clip.avi"),
+        ("onnx", ["--temporal"], "out.png", "--temporal has no effect on images"),
+        ("onnx", ["--temporal-weight", "0.5"], "clip.mp4", "--temporal-weight 0.5 has no effect without --temporal"),
         ("onnx", [], "out.png", None),
         ("onnx", ["--crf", "30", "--provider", "cpu", "--threads", "1"], "clip.mp4", None),
     ],
@@ -373,26 +348,6 @@ def test_provider_choice() -> None:
 # --- Video -----------------------------------------------------------------------------------------------------------
 
 
-def make_video(path: Path, frames: int = 8, width: int = 64, height: int = 48, fps: int = 8) -> list[np.ndarray]:
-    """An H.264 + AAC .mp4; returns the frames as encoded (RGB)."""
-    rgb_frames = [np.roll(pattern(height, width, 20), 6 * i, axis=1) for i in range(frames)]
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = container.add_stream("aac", rate=16000)
-        audio.layout = "mono"
-        for array in rgb_frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * frames // fps) / 16000)).astype(np.float32)
-        for start in range(0, samples.size, 1024):
-            chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024].copy(), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 16000, start
-            container.mux(audio.encode(chunk))
-        container.mux(video.encode(None))
-        container.mux(audio.encode(None))
-    return rgb_frames
-
-
 def test_video_frames_and_audio(models, tmp_path, capsys) -> None:
     make_video(tmp_path / "clip.mp4")
     with av.open(str(tmp_path / "clip.mp4")) as container:
@@ -444,7 +399,8 @@ def test_console_script(models, tmp_path) -> None:
     assert Image.open(tmp_path / "o.png").size == (24, 20)
 
 
-def test_onnx_path_never_imports_torch(models, tmp_path) -> None:
+@pytest.mark.parametrize("options", [[], ["--temporal"]])
+def test_onnx_path_never_imports_torch(models, tmp_path, options) -> None:
     Image.fromarray(pattern(20, 24)).save(tmp_path / "x.png")
     make_video(tmp_path / "clip.mp4", frames=2)
     code = f"""
@@ -455,7 +411,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is blocked in this test")
 sys.meta_path.insert(0, Block())
 sys.argv = ["nst-stylize", "--model", {str(models['onnx'])!r}, {str(tmp_path / 'x.png')!r}, {str(tmp_path / 'clip.mp4')!r},
-            "-o", {str(tmp_path / 'out')!r}]
+            "-o", {str(tmp_path / 'out')!r}, *{options!r}]
 import runpy
 try:
     runpy.run_module("nst_fast.stylize", run_name="__main__")  # python -m nst_fast.stylize
@@ -479,23 +435,6 @@ def test_video_audio_reencoded_when_container_cannot_hold_it(models, tmp_path, c
 
 
 # --- Multi-style models: --style, --strength, --list-styles -----------------------------------------------------
-
-MULTI_STYLES = [{"name": n, "image": f"/data/styles/{n}.jpg", "size": 256} for n in ("starry", "wave", "udnie")]
-
-
-@pytest.fixture(scope="module")
-def multi_models(tmp_path_factory):
-    """Three styles and the identity: checkpoint, ONNX (float and uint8) and TorchScript."""
-    root = tmp_path_factory.mktemp("multi")
-    network = small_network(3, num_conditions=4)
-    ckpt = root / "run" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True)
-    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 3,
-                "nst_fast": checkpoint_metadata(network, MULTI_STYLES, identity=True)}, ckpt)
-    result = export_checkpoint(ckpt, uint8=True, torchscript=True, log=lambda _: None)
-    return {"network": network, "ckpt": ckpt, "onnx": result.file("onnx"), "uint8": result.file("onnx_uint8"),
-            "torchscript": result.file("torchscript")}
-
 
 def expected_weighted(network: TransformerNet, rgb: np.ndarray, style_weights: list[float]) -> np.ndarray:
     """The eager network with the given style weights (identity 1 - sum), as uint8."""

@@ -19,7 +19,8 @@ missing input, impossible output path).
 
 Modules: ``models`` (loading ONNX/TorchScript/checkpoints), ``styles`` (style names, blends, strength),
 ``core`` (stylising arrays and image files: what the CLI and the server share), ``jobs`` (inputs to outputs),
-``video`` (video files), ``cli`` (the command line). The model-file conventions live in ``nst_fast.conventions``.
+``video`` (video files), ``temporal`` (``--temporal``: blending frames along the optical flow), ``cli`` (the
+command line). The model-file conventions live in ``nst_fast.conventions``.
 """
 
 from nst_fast.errors import StylizeError

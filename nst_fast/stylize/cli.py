@@ -14,6 +14,7 @@ from nst_fast.stylize.core import LoadedImage, load_image, stylize_images
 from nst_fast.stylize.jobs import Job, plan_jobs
 from nst_fast.stylize.models import OnnxModel, StyleModel, load_model
 from nst_fast.stylize.styles import parse_style_weights
+from nst_fast.stylize.temporal import DEFAULT_WEIGHT, check_weight, require_opencv
 from nst_fast.stylize.video import CRF_ENCODERS, stylize_video, video_encoder
 
 PROG = "nst-stylize"
@@ -24,7 +25,7 @@ def ignored_options(
 ) -> list[str]:
     """Warnings for options given on the command line that this model or these outputs do not use, so that
     none is silently ignored."""
-    given = {name for name in ("device", "provider", "threads", "batch_size", "crf")
+    given = {name for name in ("device", "provider", "threads", "batch_size", "crf", "temporal_weight")
              if getattr(args, name) != parser.get_default(name)}
     onnx = isinstance(model, OnnxModel)
     warnings = []
@@ -42,6 +43,10 @@ def ignored_options(
             if encoder is not None and encoder not in CRF_ENCODERS:
                 warnings.append(f"--crf {args.crf} has no effect on {job.target.name}: its {encoder} encoder has no "
                                 "CRF (only H.264 and VP9 outputs have: .mp4, .mov, .mkv, .webm)")
+    if args.temporal and not any(job.video for job in jobs):
+        warnings.append("--temporal has no effect on images (only on videos)")
+    if "temporal_weight" in given and not args.temporal:
+        warnings.append(f"--temporal-weight {args.temporal_weight} has no effect without --temporal")
     return warnings
 
 
@@ -76,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4,
                         help="same-sized images or video frames per model call (default 4)")
     parser.add_argument("--crf", type=int, default=18, help="video quality for H.264 (lower is better; default 18)")
+    parser.add_argument("--temporal", action="store_true",
+                        help="videos: blend each frame with the previous output carried along the optical flow of the "
+                             "input, where the flow is consistent, to reduce flicker (needs opencv-python-headless)")
+    parser.add_argument("--temporal-weight", type=float, default=DEFAULT_WEIGHT,
+                        help=f"share of the previous output in --temporal's blend, in (0, 1) (default {DEFAULT_WEIGHT})")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     return parser
 
@@ -105,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = plan_jobs(args.inputs, args.output, args.image_format)
         if not jobs:
             raise StylizeError("no images or videos found in " + ", ".join(str(p) for p in args.inputs))
+        if args.temporal:
+            check_weight(args.temporal_weight)
+            require_opencv()
         model = load_model(args.model, args.provider, args.device, args.threads)
         weights = parse_style_weights(model, args.style, args.strength)
     except StylizeError as error:
@@ -175,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stylize_video(
                     model, job.source, job.target, keep_color=args.preserve_color, max_size=args.max_size,
                     batch_size=args.batch_size, crf=args.crf, progress=bar, weights=weights,
+                    temporal_weight=args.temporal_weight if args.temporal else None,
                 )
             except StylizeError as error:
                 failures += 1

@@ -12,6 +12,7 @@ from nst_fast.errors import StylizeError
 from nst_fast.stylize.core import check_size, stylize_array
 from nst_fast.stylize.jobs import VIDEO_CODECS
 from nst_fast.stylize.models import StyleModel
+from nst_fast.stylize.temporal import TemporalBlender, require_opencv
 
 #: Encoders that take ``--crf`` (libvpx-vp9 as crf + 13).
 CRF_ENCODERS = ("libx264", "libvpx-vp9")
@@ -24,20 +25,39 @@ def video_encoder(target: Path) -> str | None:
     return next((c for c in VIDEO_CODECS.get(target.suffix.lower(), ("libx264", "mpeg4")) if c in av.codecs_available), None)
 
 
+#: Encoders whose 4:2:0 output needs even sides: H.264 codes chroma in 2x2 blocks and its frame cropping
+#: counts in chroma samples, so an odd-sized 4:2:0 H.264 stream cannot exist. VP9 and MPEG-4 code odd sides.
+EVEN_SIDED_ENCODERS = ("libx264", "h264")
+
+
 def _even(value: float) -> int:
     return max(2, int(round(value / 2)) * 2)
+
+
+def output_size(encoder: str, width: int, height: int) -> tuple[int, int]:
+    """The size frames of ``width`` x ``height`` are written at by ``encoder``, always in yuv420p (4:2:0), which
+    every player decodes: H.264 drops the last column and/or row of an odd side; other encoders keep the size."""
+    if encoder in EVEN_SIDED_ENCODERS:
+        return width - width % 2, height - height % 2
+    return width, height
 
 
 def stylize_video(
     model: StyleModel, source: Path, target: Path, *, keep_color: bool = False, max_size: int | None = None,
     batch_size: int = 4, crf: int = 18, progress: Any = None, weights: np.ndarray | None = None,
+    temporal_weight: float | None = None,
 ) -> int:
-    """Stylise every frame of ``source``'s first video stream into ``target`` (same frame rate, timestamps and
-    size, or downscaled to ``max_size`` with even sides); audio streams are copied (re-encoded where the output
-    container cannot hold their codec). Returns the number of frames.
+    """Stylise every frame of ``source``'s first video stream into ``target`` in yuv420p (same frame rate,
+    timestamps and size, or downscaled to ``max_size`` with even sides; H.264 crops odd sides to even, see
+    ``output_size``); audio streams are copied (re-encoded where the output container cannot hold their codec).
+    Returns the number of frames.
+    ``temporal_weight``: blend each frame with the previous output along the optical flow
+    (``nst_fast.stylize.temporal``; the network still runs in batches, the blending follows frame by frame).
     ``progress``: a tqdm bar (its total is set from the stream's frame count when the container knows it)."""
     import av
 
+    if temporal_weight is not None:
+        require_opencv()
     try:
         container = av.open(str(source))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
@@ -55,20 +75,21 @@ def stylize_video(
             scale = max_size / max(width, height)
             width, height = _even(width * scale), _even(height * scale)
         check_size(width, height, str(source))
-        if progress is not None and video_in.frames:
-            progress.total = video_in.frames
-            progress.refresh()
         codec = video_encoder(target)
         if codec is None:
             raise StylizeError(f"{target}: this PyAV build has no encoder for {target.suffix}")
+        out_width, out_height = output_size(codec, width, height)
+        check_size(out_width, out_height, f"{source} (cropped to even sides for {codec})")
+        if progress is not None and video_in.frames:
+            progress.total = video_in.frames
+            progress.refresh()
         target.parent.mkdir(parents=True, exist_ok=True)
         output = av.open(str(partial), "w")
         try:
             rate = video_in.average_rate or video_in.guessed_rate or 25
             video_out = output.add_stream(codec, rate=rate)
-            video_out.width, video_out.height = width, height
-            # 4:2:0 needs even sides; odd-sized frames keep their exact size in 4:4:4 (H.264 High 4:4:4).
-            video_out.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            video_out.width, video_out.height = out_width, out_height
+            video_out.pix_fmt = "yuv420p"  # what every player and browser decodes (not High 4:4:4, not VP9 profile 1)
             if codec in CRF_ENCODERS:
                 video_out.options = {"crf": str(crf)} if codec == "libx264" else {"crf": str(crf + 13), "b": "0"}
             video_out.time_base = video_in.time_base
@@ -89,6 +110,7 @@ def stylize_video(
 
             pending: list[tuple[np.ndarray, int | None, object]] = []
             next_pts = 0
+            blend = TemporalBlender(temporal_weight) if temporal_weight is not None else None
 
             def flush() -> None:
                 nonlocal frames
@@ -96,7 +118,9 @@ def stylize_video(
                     return
                 batch = np.stack([array for array, _, _ in pending])
                 styled = stylize_array(model, batch, keep_color, weights)
-                for (_, pts, time_base), frame_rgb in zip(pending, styled):
+                for (array, pts, time_base), frame_rgb in zip(pending, styled):
+                    if blend is not None:
+                        frame_rgb = blend(array, frame_rgb)
                     frame = av.VideoFrame.from_ndarray(
                         (np.clip(frame_rgb, 0, 1) * 255 + 0.5).astype(np.uint8), format="rgb24"
                     )
@@ -110,7 +134,7 @@ def stylize_video(
             for packet in container.demux(video_in, *audio_in):
                 if packet.stream.index == video_in.index:
                     for frame in packet.decode():
-                        array = frame.to_ndarray(format="rgb24", width=width, height=height)
+                        array = frame.to_ndarray(format="rgb24", width=width, height=height)[:out_height, :out_width]
                         pts = frame.pts
                         if pts is None:  # keep a regular clock for streams without timestamps
                             pts = int(next_pts / (rate * video_in.time_base))
