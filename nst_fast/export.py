@@ -455,14 +455,11 @@ def _odd_size_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
     return (np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
 
 
-def export_int8(float_path: Path, path: Path, info: CheckpointInfo, settings: Int8Settings, opset: int,
-                log: Callable[[str], None]) -> ExportedFile:
-    """Quantise the verified float32 model ``float_path`` into ``path`` (``nst_fast.quantize.quantize_int8``),
-    then verify it against the float32 model on photos: ``ExportError`` when the PSNR of any photo and style
-    case is below ``settings.min_psnr``. The returned file's ``tolerance`` is that PSNR threshold (dB)."""
-    from nst_fast.quantize import CALIBRATION_METHODS, calibration_files, calibration_photo, photo_array, quantize_int8
+def int8_calibration_files(settings: Int8Settings) -> list[Path]:
+    """The photos ``settings`` calibrate on; ``ExportUsageError`` (before anything is exported) for unusable
+    settings or a folder without photos."""
+    from nst_fast.quantize import CALIBRATION_METHODS, calibration_files
 
-    folder = Path(settings.calibration).expanduser() if settings.calibration else default_calibration_folder()
     if settings.calibration_size < 16 or settings.calibration_photos < 1:
         raise ExportUsageError(
             f"export.int8_calibration_size must be >= 16 and export.int8_calibration_photos >= 1, got "
@@ -472,12 +469,24 @@ def export_int8(float_path: Path, path: Path, info: CheckpointInfo, settings: In
         raise ExportUsageError(
             f"export.int8_method={settings.method!r} is unknown; choose one of {', '.join(CALIBRATION_METHODS)}"
         )
+    folder = Path(settings.calibration).expanduser() if settings.calibration else default_calibration_folder()
     files = calibration_files(folder, settings.calibration_photos) if folder.is_dir() else []
     if not files:
         raise ExportUsageError(
             f"no photos for int8 calibration in {folder}: set export.int8_calibration to a folder of photos "
             "(jpg, png, ...) like those the model will stylise"
         )
+    return files
+
+
+def export_int8(float_path: Path, path: Path, info: CheckpointInfo, settings: Int8Settings, files: list[Path],
+                opset: int, log: Callable[[str], None]) -> ExportedFile:
+    """Quantise the verified float32 model ``float_path`` into ``path`` (``nst_fast.quantize.quantize_int8``),
+    calibrated on ``files`` (``int8_calibration_files``), then verify it against the float32 model on photos:
+    ``ExportError`` when the PSNR of any photo and style case is below ``settings.min_psnr``. The returned
+    file's ``tolerance`` is that PSNR threshold (dB)."""
+    from nst_fast.quantize import calibration_photo, photo_array, quantize_int8
+
     photos = [calibration_photo(file, settings.calibration_size) for file in files]
     cases = verification_weights(info)
     summary = quantize_int8(float_path, path, photos, cases, method=settings.method, metadata={META_PRECISION: "int8"})
@@ -563,6 +572,8 @@ def export_checkpoint(
     network = network.float().eval()
     out_dir = Path(out_dir).expanduser().resolve() if out_dir else default_out_dir(ckpt_path)
     name = name or model_name(info, ckpt_path)
+    int8_settings = int8_settings or Int8Settings()
+    int8_files = int8_calibration_files(int8_settings) if int8 else []
     log(
         f"export: {ckpt_path} (style {'+'.join(info.condition_names) or '?'!r}, step {info.global_step}, "
         f"TransformerNet{info.transformer}) -> {out_dir}"
@@ -631,7 +642,7 @@ def export_checkpoint(
         if int8:
             int8_file = _one_line_errors(
                 f"{name}.int8.onnx: int8 export failed",
-                lambda p: export_int8(staging / f"{name}.onnx", p, info, int8_settings or Int8Settings(), opset, log),
+                lambda p: export_int8(staging / f"{name}.onnx", p, info, int8_settings, int8_files, opset, log),
                 staging / f"{name}.int8.onnx",
             )
             result.files.append(ExportedFile(out_dir / int8_file.path.name, int8_file.kind, int8_file.max_abs_diff,

@@ -491,6 +491,7 @@ def test_int8_calibration_without_photos_is_a_usage_error(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportUsageError, match=r"no photos for int8 calibration in .*empty: set export\.int8_calibration"):
         export_int8(tmp_path / "run", small_network(), tmp_path / "empty", min_psnr=15.0)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]  # refused before exporting
 
 
 def test_int8_multi_style_model_takes_float_style_weights(tmp_path, calibration_folder) -> None:
