@@ -109,10 +109,11 @@ def _consumers(model) -> dict[str, list]:
     return found
 
 
-def normalised_convolutions(model) -> list[tuple[object, int]]:
-    """``(conv node, group)`` for every ``Conv`` whose output reaches an ``InstanceNormalization`` through
-    nothing but a ``DepthToSpace`` (CRD mode, ``group = blocksize^2`` conv channels per norm channel) and a
-    ``Pad`` (the crop of the sub-pixel layers); ``group`` is 1 for a conv feeding the norm directly."""
+def normalised_convolutions(model) -> list[tuple[object, int, float]]:
+    """``(conv node, group, eps)`` for every ``Conv`` whose output reaches an ``InstanceNormalization`` (whose
+    ``epsilon`` is ``eps``) through nothing but a ``DepthToSpace`` (CRD mode, ``group = blocksize^2`` conv
+    channels per norm channel) and a ``Pad`` (the crop of the sub-pixel layers); ``group`` is 1 for a conv
+    feeding the norm directly."""
     consumers = _consumers(model)
 
     def only_consumer(name: str):
@@ -133,8 +134,14 @@ def normalised_convolutions(model) -> list[tuple[object, int]]:
             if nxt is not None and nxt.op_type == "Pad":
                 nxt = only_consumer(nxt.output[0])
         if nxt is not None and nxt.op_type == "InstanceNormalization":
-            found.append((node, group))
+            epsilon = next((a.f for a in nxt.attribute if a.name == "epsilon"), 1e-5)
+            found.append((node, group, epsilon))
     return found
+
+
+#: Equalisation scales only channels whose variance is at least this many times the norm's eps on every
+#: calibration input: there the eps changes the normalised output by under 5%.
+VARIANCE_OVER_EPS = 10.0
 
 
 def equalise_before_norms(model, feeds: Sequence[dict[str, np.ndarray]]) -> tuple[object, dict[str, float]]:
@@ -144,11 +151,12 @@ def equalise_before_norms(model, feeds: Sequence[dict[str, np.ndarray]]) -> tupl
 
     Why: ONNX Runtime quantises a conv's output per tensor (one scale), and the instance norm after it divides
     each channel by its own spread, so a channel whose values span a tenth of the tensor's range comes out of
-    the norm with ten times the quantisation noise. The norm is invariant to a positive scale of its input
-    channel (``(s x - s mean) / sqrt(s^2 var + eps)``, exact up to ``eps``: factors are >= 1, so ``eps`` only
-    matters less), so scaling conv ``c``'s weights and bias by ``s_c = max range / range_c`` changes nothing in
-    float and gives every channel the full 8 bits. Channels that share a norm channel through a
-    ``DepthToSpace`` share one factor."""
+    the norm with ten times the quantisation noise. The norm is invariant to a positive scale ``s`` of its input
+    channel up to its ``eps``: ``(s x - s mean) / sqrt(s^2 var + eps)``. So scaling conv channel ``c``'s weights
+    and bias by ``s_c = max range / range_c`` (>= 1) changes nothing in float and gives every channel the full
+    8 bits; channels whose variance on some calibration input is below ``VARIANCE_OVER_EPS`` times ``eps`` (where
+    ``eps`` matters) keep ``s_c = 1``. Channels that share a norm channel through a ``DepthToSpace`` share one
+    factor."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -158,26 +166,30 @@ def equalise_before_norms(model, feeds: Sequence[dict[str, np.ndarray]]) -> tupl
         return model, {}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    names = [node.output[0] for node, _ in targets]
+    names = [node.output[0] for node, _, _ in targets]
     existing = {o.name for o in probe.graph.output}
     for name in names:
         if name not in existing:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    ranges: list[np.ndarray | None] = [None] * len(targets)
+    spreads: list[np.ndarray | None] = [None] * len(targets)
+    variances: list[np.ndarray | None] = [None] * len(targets)
     for feed in feeds:
         outputs = session.run(names, feed)
-        for index, ((_, group), output) in enumerate(zip(targets, outputs)):
+        for index, ((_, group, _), output) in enumerate(zip(targets, outputs)):
             batch, channels, height, width = output.shape
-            grouped = output.reshape(batch, channels // group, group * height * width)
-            spread = np.abs(grouped - grouped.mean(axis=2, keepdims=True)).max(axis=(0, 2))
-            ranges[index] = spread if ranges[index] is None else np.maximum(ranges[index], spread)
+            grouped = output.reshape(batch, channels // group, group * height * width).astype(np.float64)
+            centred = grouped - grouped.mean(axis=2, keepdims=True)
+            spread = np.abs(centred).max(axis=(0, 2))
+            variance = np.square(centred).mean(axis=2).min(axis=0)
+            spreads[index] = spread if spreads[index] is None else np.maximum(spreads[index], spread)
+            variances[index] = variance if variances[index] is None else np.minimum(variances[index], variance)
 
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     largest: dict[str, float] = {}
-    for (node, group), spread in zip(targets, ranges):
-        live = spread > 1e-6 * spread.max()
-        factors = np.where(live, spread.max() / np.where(live, spread, 1.0), 1.0).astype(np.float32)
+    for (node, group, epsilon), spread, variance in zip(targets, spreads, variances):
+        scalable = variance >= VARIANCE_OVER_EPS * epsilon
+        factors = np.where(scalable, spread.max() / np.where(scalable, spread, 1.0), 1.0).astype(np.float32)
         per_output = np.repeat(factors, group)
         for position, name in enumerate(node.input[1:3], start=1):
             tensor = initializers.get(name)

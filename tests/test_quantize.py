@@ -49,11 +49,11 @@ def centred_spreads(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     targets = normalised_convolutions(model)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    for node, _ in targets:
+    for node, _, _ in targets:
         probe.graph.output.append(helper.make_empty_tensor_value_info(node.output[0]))
-    values = run(probe, x, [node.output[0] for node, _ in targets])
+    values = run(probe, x, [node.output[0] for node, _, _ in targets])
     spreads = []
-    for (_, group), value in zip(targets, values):
+    for (_, group, _), value in zip(targets, values):
         grouped = value.reshape(value.shape[1] // group, -1)
         spreads.append(np.abs(grouped - grouped.mean(axis=1, keepdims=True)).max(axis=1))
     return spreads
@@ -65,7 +65,8 @@ def test_equalisation_keeps_the_function_and_levels_the_channels(prepared) -> No
     before.CopyFrom(prepared)
     # Every conv but the last (to RGB, no norm after it) feeds a norm; the decoder's through a DepthToSpace.
     targets = normalised_convolutions(before)
-    assert len(targets) == 7 and sorted({group for _, group in targets}) == [1, 4]
+    assert len(targets) == 7 and sorted({group for _, group, _ in targets}) == [1, 4]
+    assert [eps for _, _, eps in targets] == pytest.approx([1e-5] * 7)
     assert max(spread.max() / spread.min() for spread in centred_spreads(before, calibration[0])) > 1.5
     after, factors = equalise_before_norms(onnx.load_from_string(before.SerializeToString()), calibration_feeds(calibration, [None]))
     assert len(factors) == 7 and min(factors.values()) >= 1.0
