@@ -2,6 +2,7 @@
 
     python bench/heldout.py RUN/checkpoints/last.ckpt [MORE.ckpt ...] \
         --photos ../shared/photos --vgg-weights ../shared/weights/vgg16_features_hed.pth
+    python bench/heldout.py RUN/checkpoints/last.ckpt --onnx RUN/export/NAME.onnx RUN/export/NAME.int8.onnx
 
 For every checkpoint and every style it knows, each photo (shorter side ``--size`` px, whole frame) is stylised
 with that style alone and measured with the loss network of ``--loss`` (default ``vgg16_hed``: the offline HED
@@ -9,12 +10,15 @@ VGG-16, energy-normalised style cost, lambda_l = 1): the style cost against the 
 image at the size the checkpoint recorded) and the content cost against the photo, averaged over the photos.
 Networks with the identity condition also report the PSNR of strength 0 against the photo. Prints a table and
 writes a JSON record. The photos are test data: never train on them.
+
+``--onnx FILE ...``: also the same costs of exported ONNX models' outputs (run by ONNX Runtime on the CPU, each
+style one-hot), measured against the style targets of the (one) checkpoint they were exported from, with each
+cost's relative difference to the checkpoint's own: how much an export (e.g. int8 quantisation) changes quality.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -87,6 +91,35 @@ def stylise_with(network: TransformerNet, info: CheckpointInfo, style_weights: S
     return run
 
 
+def onnx_stylise(path: str | Path, style_weights: Sequence[float]) -> Stylise:
+    """An exported ONNX model (float32 NCHW input; ``style_weights`` ``[1, S]`` for multi-style models) run by
+    ONNX Runtime's CPU provider."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    takes_weights = len(session.get_inputs()) == 2
+
+    def run(photo: Tensor) -> Tensor:
+        feeds = {"image": photo.numpy()}
+        if takes_weights:
+            feeds["style_weights"] = np.array([style_weights], dtype=np.float32)
+        return torch.from_numpy(session.run(None, feeds)[0])
+
+    return run
+
+
+def evaluate_onnx(path: str | Path, checkpoint: str | Path, loss: PerceptualLoss, photos: list[Tensor],
+                  style_size: int | None = None) -> dict[str, Any]:
+    """Per style of ``checkpoint`` (which ``path`` was exported from): held-out costs of the ONNX model's outputs."""
+    _, info = load_transformer(checkpoint)
+    evaluator = Evaluator.create(loss, photos, style_images_of(info, style_size))
+    count = len(info.styles)
+    styles = {name: evaluator.costs(onnx_stylise(path, [float(i == index) for i in range(count)]), name)
+              for index, name in enumerate(info.style_names)}
+    return {"onnx": str(path), "checkpoint": str(checkpoint), "styles": styles}
+
+
 def psnr(a: Tensor, b: Tensor) -> float:
     """Peak signal-to-noise ratio in dB of images in [0, 1]."""
     mse = float((a.double() - b.double()).square().mean())
@@ -155,21 +188,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--loss", default="vgg16_hed", help="loss config the costs are measured with")
     parser.add_argument("--size", type=int, default=256, help="shorter side of the photos in pixels (default 256)")
     parser.add_argument("--style-size", type=int, default=None, help="style image size (default: as trained)")
+    parser.add_argument("--onnx", nargs="+", type=Path, default=[],
+                        help="exported ONNX models of the (one) checkpoint: their held-out costs too")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out-dir", default=None)
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     photos = load_photos(args.photos, args.size)
     loss = build_loss(args.vgg_weights, args.loss)
+    if args.onnx and len(args.checkpoints) != 1:
+        raise SystemExit("--onnx needs exactly one checkpoint: the one the ONNX models were exported from")
     results = [evaluate_checkpoint(path, loss, photos, args.style_size) for path in args.checkpoints]
     rows = [[Path(r["checkpoint"]).parent.parent.name, r["step"], name, c["style"], c["content"], c["total"]]
             for r in results for name, c in r["styles"].items()]
     print(common.table(rows, ["run", "step", "style", "style cost", "content cost", "total"]))
+    onnx_results = [evaluate_onnx(path, args.checkpoints[0], loss, photos, args.style_size) for path in args.onnx]
+    if onnx_results:
+        eager = results[0]["styles"]
+        rows = [[Path(r["onnx"]).name, name, c["style"], f"{c['style'] / eager[name]['style'] - 1:+.2%}", c["content"],
+                 f"{c['content'] / eager[name]['content'] - 1:+.2%}"]
+                for r in onnx_results for name, c in r["styles"].items()]
+        print(common.table(rows, ["onnx model", "style", "style cost", "vs checkpoint", "content cost", "vs checkpoint"]))
     for r in results:
         if "identity_psnr_db" in r:
             print(f"{r['checkpoint']}: identity (strength 0) PSNR {r['identity_psnr_db']:.2f} dB")
     record = {"machine": common.machine_info(torch.device("cpu")), "photos": str(args.photos), "size": args.size,
-              "loss": args.loss, "vgg_weights": args.vgg_weights, "results": results}
+              "loss": args.loss, "vgg_weights": args.vgg_weights, "results": results, "onnx_results": onnx_results}
     record["record_path"] = str(common.write_record("heldout", record, args.out_dir))
     return record
 

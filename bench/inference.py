@@ -8,11 +8,14 @@ Runtimes: ``eager-fp32-plain`` (the reference: ``TransformerNet``'s weights in t
 and the PyTorch example, nearest upsample + reflection pad + conv, float32, contiguous, ``torch.inference_mode``;
 ``common.plain_layers``), ``eager-fp32`` (``TransformerNet`` as it is, with its exact sub-pixel layers),
 ``eager-fp32-cl`` (channels_last), ``eager-bf16-cl`` (bf16 autocast + channels_last), ``torchscript``
-(``torch.jit.trace`` + ``torch.jit.freeze``), ``onnxruntime-fp32`` (and ``onnxruntime-fp16`` with CUDA), and
-``compile`` (``torch.compile``, with ``--compile``). All runtimes of one size are timed alternately; each row
-gives the median latency, its ratio to the reference (speed-up, > 1 is faster) and the max |difference| of its
-output to the reference's (images in [0, 1]). Weights are random (``TransformerNet()``): timing does not depend
-on them, and the differences are as representative as with trained ones.
+(``torch.jit.trace`` + ``torch.jit.freeze``), ``onnxruntime-fp32`` (and ``onnxruntime-fp16`` with CUDA),
+``onnxruntime-int8`` (the fp32 export quantised by ``nst_fast.quantize.quantize_int8``, calibrated on the bundled
+content photos at ``--int8-calibration-size``, as ``export.int8=true`` does; CPU) and ``compile``
+(``torch.compile``, with ``--compile``). All runtimes of one size are timed alternately; each row gives the
+median latency, its ratio to the reference (speed-up, > 1 is faster) and the max |difference| of its output to
+the reference's (images in [0, 1]) and its PSNR. Weights are random (``TransformerNet()``) unless
+``--checkpoint`` names a trained single-style network: timing does not depend on them, but int8 quantisation's
+error does (use a trained network for its quality; the input is random noise either way).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import common  # noqa: E402
 DEFAULT_SIZES = "256,512,1024,1920x1080"
 REFERENCE = "eager-fp32-plain"
 RUNTIMES = (REFERENCE, "eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscript", "onnxruntime-fp32", "onnxruntime-fp16",
-            "compile")
+            "onnxruntime-int8", "compile")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {', '.join(RUNTIMES)}; {REFERENCE} is always run (the reference). "
                         "onnxruntime-fp16 needs CUDA")
     p.add_argument("--compile", action="store_true", help="add the torch.compile runtime")
+    p.add_argument("--checkpoint", default=None, help="a trained single-style checkpoint's weights instead of random ones")
+    p.add_argument("--int8-calibration-size", type=int, default=512,
+                   help="onnxruntime-int8: side of the calibration squares (export.int8_calibration_size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where the JSON record goes (default bench/results/)")
     return p
@@ -124,11 +130,30 @@ def export_onnx(net: torch.nn.Module, path: Path, fp16: bool = False) -> None:
 
 
 def onnxruntime_runner(net: torch.nn.Module, device: torch.device, workdir: Path, threads: int, fp16: bool = False):
-    import onnxruntime as ort
-
     path = workdir / ("net.fp16.onnx" if fp16 else "net.onnx")
     export_onnx(net.cpu(), path, fp16=fp16)
     net.to(device)
+    return onnx_session_runner(path, device, threads)
+
+
+def onnxruntime_int8_runner(net: torch.nn.Module, device: torch.device, workdir: Path, threads: int, calibration_size: int):
+    """The int8 model as ``export.int8=true`` writes it (default settings), on the CPU provider."""
+    from nst_fast.export import Int8Settings, default_calibration_folder
+    from nst_fast.quantize import calibration_files, calibration_photo, quantize_int8
+
+    if device.type != "cpu":
+        raise RuntimeError("the int8 model targets the CPU provider")
+    float_path = workdir / "net.int8-source.onnx"
+    export_onnx(net.cpu(), float_path)
+    files = calibration_files(default_calibration_folder(), Int8Settings().calibration_photos)
+    photos = [calibration_photo(file, calibration_size) for file in files]
+    quantize_int8(float_path, workdir / "net.int8.onnx", photos, method=Int8Settings().method)
+    return onnx_session_runner(workdir / "net.int8.onnx", device, threads)
+
+
+def onnx_session_runner(path: Path, device: torch.device, threads: int):
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:
@@ -164,12 +189,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "onnxruntime-fp16" in runtimes and device.type != "cuda":
         runtimes.remove("onnxruntime-fp16")
         print("# onnxruntime-fp16 skipped: it needs CUDA")
+    if "onnxruntime-int8" in runtimes and device.type != "cpu":
+        runtimes.remove("onnxruntime-int8")
+        print("# onnxruntime-int8 skipped: it targets the CPU")
     print(f"# {info['cpu_model']} | torch {info['torch_version']} | {info['torch_threads']} threads | {device}"
           + (f" | {info.get('cuda_device')}" if device.type == "cuda" else ""))
 
     from nst_fast.models.transformer import TransformerNet
 
+    trained = None
+    if args.checkpoint:
+        from nst_fast.checkpoint import load_transformer
+
+        trained, trained_info = load_transformer(args.checkpoint)
+        if trained.num_conditions != 1:
+            raise SystemExit(f"--checkpoint {args.checkpoint}: a single-style network is needed (the runtimes take one input)")
+        print(f"# weights: {args.checkpoint} (style {'+'.join(trained_info.style_names)}, step {trained_info.global_step})")
+
     def new_net() -> torch.nn.Module:
+        if trained is not None:
+            net = TransformerNet(**trained.config).eval()
+            net.load_state_dict(trained.state_dict())
+            return net.to(device)
         torch.manual_seed(args.seed)
         net = TransformerNet().eval()
         # Random affine parameters so that the norms are not identities (closer to a trained network).
@@ -203,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 runners[name] = onnxruntime_runner(new_net(), device, workdir, args.threads)
             elif name == "onnxruntime-fp16":
                 runners[name] = onnxruntime_runner(new_net(), device, workdir, args.threads, fp16=True)
+            elif name == "onnxruntime-int8":
+                runners[name] = onnxruntime_int8_runner(new_net(), device, workdir, args.threads, args.int8_calibration_size)
         except Exception as error:  # noqa: BLE001 - a runtime that cannot be built is reported, not fatal
             errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             print(f"# {name} unavailable: {errors[name]}")
@@ -219,12 +262,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows = []
         for name, seconds in times.items():
             s = common.summary(seconds)
-            diff = float((outputs[name].float() - outputs[REFERENCE]).abs().max())
+            error = outputs[name].double() - outputs[REFERENCE].double()
+            diff = float(error.abs().max())
+            mse = float(error.square().mean())
+            psnr = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
             results.append({"size": label, "height": height, "width": width, "batch": args.batch, "runtime": name, **s,
-                            "speedup_vs_reference": ref_median / s["median_s"], "max_abs_diff_vs_reference": diff})
-            rows.append([name, s["median_s"] * 1e3, f"{ref_median / s['median_s']:.2f}x", f"{diff:.1e}"])
+                            "speedup_vs_reference": ref_median / s["median_s"], "max_abs_diff_vs_reference": diff,
+                            "psnr_db_vs_reference": psnr})
+            rows.append([name, s["median_s"] * 1e3, f"{ref_median / s['median_s']:.2f}x", f"{diff:.1e}", f"{psnr:.1f}"])
         print(f"\n{label} (batch {args.batch})")
-        print(common.table(rows, ["runtime", "median ms", f"vs {REFERENCE}", "max |diff|"]))
+        print(common.table(rows, ["runtime", "median ms", f"vs {REFERENCE}", "max |diff|", "PSNR dB"]))
 
     record = {"machine": info, "config": vars(args), "reference": REFERENCE, "runtimes": runtimes, "unavailable": errors, "results": results}
     path = common.write_record("inference", record, args.out_dir)

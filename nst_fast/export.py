@@ -10,6 +10,9 @@
   computed in float32 (casts around it), since its variance is where fp16 loses precision or overflows.
 - optionally ``NAME.uint8.onnx``: ``image`` uint8 ``[H, W, 3]`` RGB -> ``stylized`` uint8 ``[H, W, 3]``, for
   consumers that should need no pre- or post-processing.
+- optionally ``NAME.int8.onnx``: the float32 ONNX model statically quantised for CPUs (ONNX Runtime QDQ, int8
+  convolutions, calibrated on photos; ``nst_fast.quantize``), same inputs and outputs as ``NAME.onnx``. It is
+  verified against ``NAME.onnx`` on photos (PSNR, ``Int8Settings.min_psnr``), not against the eager network.
 - optionally ``triton/NAME/config.pbtxt`` and ``triton/NAME/1/model.onnx``: a Triton model repository serving
   ``NAME.onnx`` (``NAME`` with ``+`` as ``_``), checked with Triton's schema and against the graph
   (``nst_fast.triton_repo``).
@@ -508,6 +511,121 @@ def verify_uint8(run: Runner, reference: Runner, cases: list[np.ndarray | None],
     return _compare(name, pairs, tolerance)
 
 
+# --- int8 (static quantisation for CPUs) -------------------------------------------------------------------------
+
+#: Verification of the int8 model: PSNR (dB) to the float32 model below which the export fails.
+INT8_MIN_PSNR = 30.0
+#: Verification photos: the first calibration photo resized to this odd size (height, width), and the last one
+#: with its shorter side at this many pixels (aspect kept).
+INT8_VERIFY_ODD_SIZE = (181, 243)
+INT8_VERIFY_SHORTER_SIDE = 720
+
+
+@dataclass
+class Int8Settings:
+    """How ``NAME.int8.onnx`` is calibrated and checked (``export.int8_*`` in conf/export.yaml).
+
+    ``calibration``: a folder of photos (default: the bundled content photos, ``nst_fast/assets/content``);
+    ``calibration_photos``: at most this many of them, spread over the folder; ``calibration_size``: the side of
+    the centre square (pixels) of each photo calibrated on; ``method``: ``percentile`` or ``minmax``
+    (``nst_fast.quantize.CALIBRATION_METHODS``);
+    ``min_psnr``: the verification threshold in dB."""
+
+    calibration: str | None = None
+    calibration_size: int = 512
+    calibration_photos: int = 16
+    method: str = "percentile"
+    min_psnr: float = INT8_MIN_PSNR
+
+
+def default_calibration_folder() -> Path:
+    """The bundled content photos (the sample training set)."""
+    from importlib import resources
+
+    return Path(str(resources.files("nst_fast") / "assets" / "content"))
+
+
+def _odd_size_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """The photo at ``path`` resized to exactly ``size`` (height, width), float32 ``[1, 3, H, W]`` in [0, 1]."""
+    from PIL import Image
+
+    from nst_fast.images import open_rgb
+
+    image = open_rgb(path).resize((size[1], size[0]), Image.Resampling.BICUBIC)
+    return (np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+
+
+def int8_calibration_files(settings: Int8Settings) -> list[Path]:
+    """The photos ``settings`` calibrate on; ``ExportUsageError`` (before anything is exported) for unusable
+    settings or a folder without photos."""
+    from nst_fast.quantize import CALIBRATION_METHODS, calibration_files
+
+    if settings.calibration_size < 16 or settings.calibration_photos < 1:
+        raise ExportUsageError(
+            f"export.int8_calibration_size must be >= 16 and export.int8_calibration_photos >= 1, got "
+            f"{settings.calibration_size} and {settings.calibration_photos}"
+        )
+    if settings.method not in CALIBRATION_METHODS:
+        raise ExportUsageError(
+            f"export.int8_method={settings.method!r} is unknown; choose one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    folder = Path(settings.calibration).expanduser() if settings.calibration else default_calibration_folder()
+    files = calibration_files(folder, settings.calibration_photos) if folder.is_dir() else []
+    if not files:
+        raise ExportUsageError(
+            f"no photos for int8 calibration in {folder}: set export.int8_calibration to a folder of photos "
+            "(jpg, png, ...) like those the model will stylise"
+        )
+    return files
+
+
+def export_int8(float_path: Path, path: Path, info: CheckpointInfo, settings: Int8Settings, files: list[Path],
+                opset: int, log: Callable[[str], None]) -> ExportedFile:
+    """Quantise the verified float32 model ``float_path`` into ``path`` (``nst_fast.quantize.quantize_int8``),
+    calibrated on ``files`` (``int8_calibration_files``), then verify it against the float32 model on photos:
+    ``ExportError`` when the PSNR of any photo and style case is below ``settings.min_psnr``. The returned
+    file's ``tolerance`` is that PSNR threshold (dB)."""
+    from nst_fast.quantize import calibration_photo, photo_array, quantize_int8
+
+    photos = [calibration_photo(file, settings.calibration_size) for file in files]
+    cases = verification_weights(info)
+    summary = quantize_int8(float_path, path, photos, cases, method=settings.method, metadata={META_PRECISION: "int8"})
+    _check_onnx_file(path, opset, LAYOUT_NCHW_FLOAT)
+
+    reference, quantised = _ort_session(float_path), _ort_session(path)
+    checks = [(files[0], _odd_size_photo(files[0], INT8_VERIFY_ODD_SIZE)),
+              (files[-1], photo_array(files[-1], INT8_VERIFY_SHORTER_SIDE))]
+    worst_psnr, worst_diff, shapes = float("inf"), 0.0, []
+    for file, photo in checks:
+        shapes.append(photo.shape)
+        for weights in cases:
+            feeds = {INPUT_NAME: photo} if weights is None else {INPUT_NAME: photo, WEIGHTS_NAME: weights[None]}
+            want = reference.run(None, feeds)[0].astype(np.float64)
+            got = quantised.run(None, feeds)[0].astype(np.float64)
+            if got.shape != want.shape or not np.isfinite(got).all():
+                raise ExportError(f"{path.name}: output {got.shape} (finite: {np.isfinite(got).all()}) for input {photo.shape}")
+            mse = float(np.mean((got - want) ** 2))
+            psnr = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+            worst_diff = max(worst_diff, float(np.abs(got - want).max()))
+            if psnr < settings.min_psnr:
+                dose = "" if weights is None else f", style weights {np.round(weights, 3).tolist()}"
+                raise ExportError(
+                    f"{path.name}: int8 verification failed: PSNR to the float32 model {psnr:.1f} dB < "
+                    f"export.int8_min_psnr {settings.min_psnr:g} dB on {file.name} at "
+                    f"{photo.shape[2]}x{photo.shape[3]}{dose}; calibrate on photos like yours "
+                    f"(export.int8_calibration=FOLDER, export.int8_calibration_photos=N) or deploy {float_path.name}"
+                )
+            worst_psnr = min(worst_psnr, psnr)
+    shown = ", ".join(f"{s[2]}x{s[3]}" for s in shapes)
+    log(
+        f"  {path.name}: OK, PSNR to {float_path.name} >= {worst_psnr:.1f} dB (threshold {settings.min_psnr:g}), "
+        f"max |diff| {worst_diff:.3f} on {len(checks)} photos at {shown}, {len(cases)} style case(s); "
+        f"{summary['quantised_convs']} int8 convs, calibrated on {len(files)} photos at {settings.calibration_size} px "
+        f"({settings.method})"
+    )
+    return ExportedFile(path, "onnx_int8", worst_diff, settings.min_psnr, tuple(tuple(s) for s in shapes))
+
+
 # --- The whole export -----------------------------------------------------------------------------------------------
 
 
@@ -531,6 +649,8 @@ def export_checkpoint(
     torchscript: bool = True,
     fp16: bool = False,
     uint8: bool = False,
+    int8: bool = False,
+    int8_settings: Int8Settings | None = None,
     opset: int = 18,
     tolerance: float = FP32_TOLERANCE,
     fp16_tolerance: float = FP16_TOLERANCE,
@@ -538,7 +658,7 @@ def export_checkpoint(
     triton: TritonOptions | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
-    """Export ``ckpt_path`` to ONNX (+ TorchScript, fp16 and uint8 ONNX as asked), verify, then move into
+    """Export ``ckpt_path`` to ONNX (+ TorchScript, fp16, uint8 and int8 ONNX as asked), verify, then move into
     ``out_dir``; with ``triton``, also a Triton model repository ``out_dir/triton/`` serving the float32 ONNX
     file (see ``nst_fast.triton_repo``). Raises ``ExportError`` (one-line message) for expected failures;
     leaves nothing behind then."""
@@ -561,6 +681,8 @@ def export_checkpoint(
     network = network.float().eval()
     out_dir = Path(out_dir).expanduser().resolve() if out_dir else default_out_dir(ckpt_path)
     name = name or model_name(info, ckpt_path)
+    int8_settings = int8_settings or Int8Settings()
+    int8_files = int8_calibration_files(int8_settings) if int8 else []
     log(
         f"export: {ckpt_path} (style {'+'.join(info.condition_names) or '?'!r}, step {info.global_step}, "
         f"TransformerNet{info.transformer}) -> {out_dir}"
@@ -630,6 +752,14 @@ def export_checkpoint(
             shown = ", ".join("x".join(map(str, s)) for s in shapes)
             log(f"  {filename}: OK, max |diff| to eager {diff:.2e} (tolerance {tol:g}) at {shown}")
             result.files.append(ExportedFile(out_dir / filename, kind, diff, tol, shapes))
+        if int8:
+            int8_file = _one_line_errors(
+                f"{name}.int8.onnx: int8 export failed",
+                lambda p: export_int8(staging / f"{name}.onnx", p, info, int8_settings, int8_files, opset, log),
+                staging / f"{name}.int8.onnx",
+            )
+            result.files.append(ExportedFile(out_dir / int8_file.path.name, int8_file.kind, int8_file.max_abs_diff,
+                                             int8_file.tolerance, int8_file.shapes))
         expected = {Path(f.path).name for f in result.files}
         if triton is not None:
             model_dir = _one_line_errors("triton: writing the model repository failed", lambda p: _write_triton(
@@ -719,6 +849,18 @@ def triton_options(settings: Any) -> TritonOptions | None:
     return None
 
 
+def int8_settings(settings: Any) -> Int8Settings:
+    """``Int8Settings`` from the ``export.int8_*`` keys of the config (defaults for missing keys)."""
+    default = Int8Settings()
+    return Int8Settings(
+        calibration=settings.get("int8_calibration") or None,
+        calibration_size=int(settings.get("int8_calibration_size", default.calibration_size)),
+        calibration_photos=int(settings.get("int8_calibration_photos", default.calibration_photos)),
+        method=str(settings.get("int8_method", default.method)),
+        min_psnr=float(settings.get("int8_min_psnr", default.min_psnr)),
+    )
+
+
 def run(cfg: Any) -> int:
     """Entry point for ``export.py`` (a Hydra/OmegaConf config with ``ckpt_path`` and ``export.*``); returns
     the exit status (0 written, 1 the export failed, 2 unusable input) and prints expected errors on one line."""
@@ -735,6 +877,8 @@ def run(cfg: Any) -> int:
             torchscript=bool(settings.get("torchscript", True)),
             fp16=bool(settings.get("fp16", False)),
             uint8=bool(settings.get("uint8", False)),
+            int8=bool(settings.get("int8", False)),
+            int8_settings=int8_settings(settings),
             opset=int(settings.get("opset", 18)),
             tolerance=float(settings.get("tolerance", FP32_TOLERANCE)),
             fp16_tolerance=float(settings.get("fp16_tolerance", FP16_TOLERANCE)),

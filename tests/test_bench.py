@@ -199,3 +199,32 @@ def test_temporal_inference_writes_record(bench_module, models, tmp_path: Path) 
     assert plain["preset"] is None and plain["departure_rms"] == 0 and blended["departure_rms"] > 0
     assert blended["flicker"]["all"]["flicker_ratio"] < plain["flicker"]["all"]["flicker_ratio"]
     assert {"model", "fast"} == set(saved["cost_ms"])
+
+
+def test_inference_times_the_int8_model(bench_module, tmp_path: Path) -> None:
+    inference = bench_module("inference")
+    record = inference.main([
+        "--sizes", "36", "--repeats", "1", "--warmup", "0", "--runtimes", "onnxruntime-int8",
+        "--int8-calibration-size", "32", "--out-dir", str(tmp_path),
+    ])
+    row = next(r for r in record["results"] if r["runtime"] == "onnxruntime-int8")
+    assert row["median_s"] > 0 and 0 < row["max_abs_diff_vs_reference"] < 1.0
+    assert 10.0 < row["psnr_db_vs_reference"] < 200.0  # quantised: close to the float network, not equal
+
+
+def test_heldout_runs_onnx_models_like_the_network(bench_module, tmp_path: Path) -> None:
+    import torch
+    from helpers import small_network
+
+    from nst_fast.checkpoint import CheckpointInfo
+    from nst_fast.export import export_onnx
+
+    heldout = bench_module("heldout")
+    network = small_network(2, num_conditions=3)
+    info = CheckpointInfo(transformer=dict(network.config), styles=[{"name": "a"}, {"name": "b"}], identity=True)
+    export_onnx(network, tmp_path / "net.onnx", info)
+    photo = torch.rand(1, 3, 27, 33)
+    got = heldout.onnx_stylise(tmp_path / "net.onnx", [0.0, 1.0])(photo)
+    with torch.no_grad():
+        want = network(photo, torch.tensor([[0.0, 1.0, 0.0]]))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)

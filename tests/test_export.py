@@ -670,3 +670,112 @@ def test_example_client_request_runs_on_the_exported_model(exported_multi, tmp_p
     want = eager_weighted(network, x, np.array([[0.0, 0.5, 0.0]], dtype=np.float32))[0].transpose(1, 2, 0)
     assert out.size == photo.size
     assert np.abs(np.asarray(out, dtype=float) - np.round(want * 255)).max() <= 1
+
+
+# --- int8 ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibration_folder(tmp_path_factory) -> Path:
+    """Three small smooth 'photos' (gradients, blobs and noise): int8 calibration and verification input."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    rows, columns = np.mgrid[0:72, 0:96] / 72.0
+    for index in range(3):
+        phase = rng.uniform(0, 6, 3)
+        image = np.stack([0.5 + 0.4 * np.sin(3 * rows + 2 * columns + p) for p in phase], axis=2)
+        image += rng.normal(0, 0.05, image.shape)
+        Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(folder / f"photo{index}.png")
+    return folder
+
+
+def export_int8(folder: Path, network: TransformerNet, photos: Path, min_psnr: float, **checkpoint: object):
+    from nst_fast.export import Int8Settings
+
+    ckpt = save_checkpoint(folder / "checkpoints" / "last.ckpt", network, **checkpoint)
+    lines: list[str] = []
+    settings = Int8Settings(calibration=str(photos), calibration_size=48, min_psnr=min_psnr)
+    result = export_checkpoint(ckpt, torchscript=False, int8=True, int8_settings=settings, log=lines.append)
+    return result, lines
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def exported_int8(tmp_path_factory, calibration_folder):
+    return export_int8(tmp_path_factory.mktemp("run"), small_network(), calibration_folder, min_psnr=15.0)
+
+
+def test_int8_model_is_quantised_and_described_like_the_others(exported_int8) -> None:
+    result, lines = exported_int8
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["starry.int8.onnx", "starry.onnx"]
+    quantised, float_model = onnx.load(str(result.file("onnx_int8"))), onnx.load(str(result.file("onnx")))
+    ops = [node.op_type for node in quantised.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    int8_weights = [t for t in quantised.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) == 7  # the 8 convs of TransformerNet(8, 1) but the first
+    meta = {p.key: p.value for p in quantised.metadata_props}
+    float_meta = {p.key: p.value for p in float_model.metadata_props}
+    assert meta.pop("nst_fast.precision") == "int8" and float_meta.pop("nst_fast.precision") == "fp32"
+    assert meta == float_meta
+    line = next(line for line in lines if "starry.int8.onnx: OK" in line)
+    assert "PSNR to starry.onnx >=" in line and "181x243" in line
+
+
+def test_int8_model_runs_at_any_size_close_to_the_float_model(exported_int8) -> None:
+    result, _ = exported_int8
+    x = np.random.default_rng(3).random((2, 3, 37, 51), dtype=np.float32) * 0.5 + 0.25
+    got = ort.InferenceSession(str(result.file("onnx_int8")), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    want = ort.InferenceSession(str(result.file("onnx")), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert psnr(got, want) > 15.0
+
+
+def test_int8_verification_below_the_threshold_is_an_actionable_error(tmp_path, calibration_folder) -> None:
+    with pytest.raises(ExportError, match=r"starry\.int8\.onnx: int8 verification failed: PSNR to the float32 model "
+                                          r"[\d.]+ dB < export\.int8_min_psnr 200 dB .*export\.int8_calibration=FOLDER"):
+        export_int8(tmp_path / "run", small_network(), calibration_folder, min_psnr=200.0)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]  # nothing left behind
+
+
+def test_int8_calibration_without_photos_is_a_usage_error(tmp_path) -> None:
+    from nst_fast.export import ExportUsageError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportUsageError, match=r"no photos for int8 calibration in .*empty: set export\.int8_calibration"):
+        export_int8(tmp_path / "run", small_network(), tmp_path / "empty", min_psnr=15.0)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]  # refused before exporting
+
+
+def test_int8_multi_style_model_takes_float_style_weights(tmp_path, calibration_folder) -> None:
+    network = multi_network()
+    result, _ = export_int8(tmp_path / "run", network, calibration_folder, min_psnr=15.0, style=MULTI_STYLES, identity=True)
+    session = ort.InferenceSession(str(result.file("onnx_int8")), providers=["CPUExecutionProvider"])
+    weights_input = session.get_inputs()[1]
+    assert weights_input.name == "style_weights" and weights_input.type == "tensor(float)"
+    x = np.random.default_rng(4).random((2, 3, 40, 44), dtype=np.float32)
+    weights = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]], dtype=np.float32)
+    got = session.run(None, {"image": x, "style_weights": weights})[0]
+    want = eager_weighted(network, x, weights)
+    assert psnr(got, want) > 15.0
+    # Each image its own weights: the second row is not the first one's style.
+    swapped = session.run(None, {"image": x, "style_weights": weights[::-1].copy()})[0]
+    assert np.abs(swapped - got).max() > 0.05
+
+
+def test_nst_stylize_runs_the_int8_model(exported_int8, tmp_path) -> None:
+    from PIL import Image
+
+    from nst_fast.stylize import main
+    from nst_fast.stylize.models import load_model
+
+    result, _ = exported_int8
+    model = load_model(result.file("onnx_int8"))
+    assert "int8" in model.description and model.metadata["nst_fast.precision"] == "int8"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (33, 47, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    assert main(["--model", str(result.file("onnx_int8")), str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
+    assert Image.open(tmp_path / "out.png").size == (47, 33)
