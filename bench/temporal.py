@@ -217,6 +217,46 @@ def evaluate_checkpoint(path: str | Path, evaluator_loss, photos: list[Tensor], 
     return {"checkpoint": str(path), "step": info.global_step, "styles": styles}
 
 
+def contact_sheet(checkpoints: Sequence[Path], photos_dir: Path, out: Path, size: int = 160, columns: int = 4,
+                  step: tuple[float, float] = MOTIONS["whole"], noise_std: float = 3 / 255, gain: float = 4.0) -> Path:
+    """Rows: the photos (centre-cropped squares), then per checkpoint (its first style) the stylised photos and
+    the flicker they would show: ``gain * |y_1 - T_step(y_0)|`` for two frames of a ``step`` pan with noise
+    (black: no change between frames once the motion is undone)."""
+    from PIL import Image
+
+    from multistyle import _label
+    from nst_fast.data import resize_shorter_side, to_tensor
+    from nst_fast.images import list_images, open_rgb
+
+    margin = 4
+    tiles = []
+    for path in list_images(photos_dir)[:columns]:
+        image = resize_shorter_side(open_rgb(path), size + 2 * margin)
+        left, top = (image.width - size) // 2 - margin, (image.height - size) // 2 - margin
+        tiles.append(to_tensor(image.crop((left, top, left + size + 2 * margin, top + size + 2 * margin)))[None])
+    generator = torch.Generator().manual_seed(0)
+    pairs = [pan_sequence(tile, step, 2, margin, noise_std, generator) for tile in tiles]
+    rows: list[tuple[str, list[Tensor]]] = [("photo", [pair[:1] for pair in pairs])]
+    shift = torch.tensor([step], dtype=torch.float32)
+    for path in checkpoints:
+        network, info = load_transformer(path)
+        stylise = heldout.stylise_with(network, info, [1.0] + [0.0] * (len(info.styles) - 1))
+        with torch.inference_mode():
+            styled = [torch.cat([stylise(frame[None]) for frame in pair]) for pair in pairs]
+        rows.append((run_name(path), [pair[:1] for pair in styled]))
+        rows.append((f"{run_name(path)} flicker x{gain:g}",
+                     [(gain * (pair[1:] - translate(pair[:1], shift)[0]).abs()).clamp(0, 1) for pair in styled]))
+    sheet = Image.new("RGB", (columns * (size + 4) + 4, len(rows) * (size + 4) + 4), (255, 255, 255))
+    for r, (label, images) in enumerate(rows):
+        for c, tensor in enumerate(images):
+            array = (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+            tile = Image.fromarray(array)
+            sheet.paste(_label(tile, label) if c == 0 else tile, (4 + c * (size + 4), 4 + r * (size + 4)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, quality=90)
+    return out
+
+
 def run_name(path: str | Path) -> str:
     """``RUN`` for ``RUN/checkpoints/last.ckpt``, else the file name."""
     path = Path(path)
@@ -239,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--video-size", type=int, default=256, help="shorter side of video frames (default 256)")
     parser.add_argument("--video-frames", type=int, default=30, help="frames read per video (default 30)")
     parser.add_argument("--flow-preset", default="medium", choices=("ultrafast", "fast", "medium"))
+    parser.add_argument("--sheet", type=Path, default=None,
+                        help="also write a contact sheet: stylised photos and their flicker per checkpoint")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out-dir", default=None)
     args = parser.parse_args(argv)
@@ -265,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "options": {**motion_options, "noise_levels": args.noise, "video_size": args.video_size,
                           "video_frames": args.video_frames, "flow_preset": args.flow_preset},
               "results": results}
+    if args.sheet is not None:
+        record["sheet"] = str(contact_sheet(args.checkpoints, args.photos, args.sheet, noise_std=args.noise / 255))
+        print(f"contact sheet: {record['sheet']}")
     record["record_path"] = str(common.write_record("temporal", record, args.out_dir))
     return record
 

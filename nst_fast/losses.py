@@ -240,6 +240,12 @@ def stability_cost(perturbed_output: Tensor, output: Tensor, shift: Tensor) -> T
     the pan and ignores the noise; images in [0, 1], so it is in squared intensity units. Both sides keep their
     gradients (the clean output is pulled towards stability too). ``perturbed_output``, ``output``:
     ``[B, C, H, W]``; ``shift``: ``[B, 2]`` pixels ``(dy, dx)``.
+
+    Why this form: Gupta et al. (2017) trace flicker to the network amplifying small input changes, and train
+    with a term that asks the output for a noisy copy of the image to equal the output for the image. Video
+    frames also move: our network downsamples by 4, so a texture need not move with a 1-px pan, and the
+    target here is the clean output moved by the same (sub-)pixel pan. Flow-based terms (Ruder et al. 2016,
+    Huang et al. 2017) need video training data; this one needs only the photos.
     """
     _check_activations("perturbed_output", perturbed_output)
     if perturbed_output.shape != output.shape:

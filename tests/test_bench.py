@@ -223,7 +223,7 @@ def test_temporal_report_writes_record(bench_module, tmp_path: Path) -> None:
     record = temporal.main([
         str(checkpoint), "--photos", str(tmp_path / "photos"), "--vgg-weights", "none", "--size", "40",
         "--frames", "3", "--margin", "4", "--border", "2", "--video", str(tmp_path / "pan.mp4"),
-        "--video-size", "48", "--out-dir", str(tmp_path / "records"),
+        "--video-size", "48", "--sheet", str(tmp_path / "sheet.jpg"), "--out-dir", str(tmp_path / "records"),
     ])
     saved = json.loads(Path(record["record_path"]).read_text())
     assert {"machine", "options", "motions", "results"} <= set(saved)
@@ -233,3 +233,7 @@ def test_temporal_report_writes_record(bench_module, tmp_path: Path) -> None:
     assert set(starry["flicker"]) == {"still", "whole", "subpixel", "all"} and starry["flicker"]["all"]["flicker_ratio"] > 0
     assert starry["videos"][str(tmp_path / "pan.mp4")]["frames"] == 3
     assert starry["heldout"]["style"] > 0 and starry["heldout"]["content"] > 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "sheet.jpg") as sheet:  # photos, then stylised and flicker rows per checkpoint
+        assert sheet.height == 3 * (160 + 4) + 4
