@@ -35,8 +35,9 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 #: network with the plain layers its sub-pixel layers compute (``common.plain_layers``); ``fused_adam`` is an
 #: EXPERIMENT that prototypes a package change (see bench/README.md); it does not exist in nst_fast.
 #: ``five_styles`` trains the five bundled styles and the identity in one network (conditional instance norms,
-#: each sample its own style target, conditions round-robin as in training).
-FLAGS = ("channels_last", "plain_layers", "compile", "fused_adam", "five_styles")
+#: each sample its own style target, conditions round-robin as in training). ``stability`` switches the stability
+#: term on (``loss.stability_weight`` 1: what it costs does not depend on the weight).
+FLAGS = ("channels_last", "plain_layers", "compile", "fused_adam", "five_styles", "stability")
 FIVE_STYLES = "[starry,wave,scream,composition_vii,udnie]"
 
 
@@ -140,7 +141,7 @@ class OurStep:
         conditions = self.module.batch_conditions(x.shape[0], self.steps_done)  # as training_step assigns them
         self.steps_done += 1
         with autocast_for(self.precision, self.device):
-            costs = self.module.compute_costs(x, conditions)
+            costs = self.module.compute_costs(x, conditions, stability=self.module.loss.stability_weight > 0)
         finite = bool(torch.isfinite(costs.total).item())  # as training_step does
         if not finite:
             return float("nan")
@@ -177,6 +178,8 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
             module.to(memory_format=torch.channels_last)
     if "plain_layers" in flags:
         module.transformer = common.plain_layers(module.transformer)
+    if "stability" in flags:
+        module.loss.stability_weight = 1.0
     return OurStep(module, precision, device, flags)
 
 

@@ -66,6 +66,9 @@ class LossSchema:
     style_layers: dict[str, float] = field(default_factory=dict)
     style_normalisation: str = "reference"
     tv_weight: float = 0.0
+    stability_weight: float = 0.0
+    stability_shift: float = 1.0
+    stability_noise: float = 0.02
 
 
 @dataclass
@@ -196,7 +199,8 @@ def _check_number(
 
 def validate_train_config(cfg: DictConfig) -> None:
     """Reject wrongly typed or out-of-range values before anything is built, naming the key."""
-    for key in ("content_weight", "style_weight", "tv_weight"):
+    for key in ("content_weight", "style_weight", "tv_weight", "stability_weight", "stability_shift",
+                "stability_noise"):
         _check_number(cfg, f"loss.{key}", 0)
     if not cfg.loss.style_layers:
         raise ConfigError("loss.style_layers is empty: it must map at least one layer name to its weight lambda_l")

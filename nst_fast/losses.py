@@ -9,7 +9,7 @@ Reference style cost (the one this package is built around)::
     G[k, k']     = sum_i sum_j a[i, j, k] * a[i, j, k']                  (gram_matrix)
     J_style[l]   = 1 / (2 n_H n_W n_C)^2 * sum_k sum_k' (G_S - G_G)^2    (style_layer_cost)
     J_style      = sum_l lambda_l * J_style[l]                           (style_cost)
-    J            = alpha * J_content + beta * J_style + tv_weight * TV
+    J            = alpha * J_content + beta * J_style + tv_weight * TV (+ stability_weight * J_stab)
 
 When the style image and the generated image differ in size, each Gram is scaled by its own
 ``1 / (2 n_H n_W n_C)`` before the difference (``scaled_gram``); with equal sizes this is exactly the
@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nst_fast.layout import is_channels_last
@@ -185,6 +186,77 @@ def total_variation(x: Tensor) -> Tensor:
         vertical = (x[:, :, 1:, :] - x[:, :, :-1, :]).square().mean(dim=(1, 2, 3))
         horizontal = (x[:, :, :, 1:] - x[:, :, :, :-1]).square().mean(dim=(1, 2, 3))
     return vertical + horizontal
+
+
+def translate(images: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Move the view over ``images`` by a (sub-)pixel ``shift``, resampling bilinearly: a camera pan.
+
+    ``images``: ``[B, C, H, W]``; ``shift``: ``[B, 2]`` pixels ``(dy, dx)`` per sample. Output pixel ``(i, j)`` is
+    the input sampled at ``(i + dy, j + dx)`` (so the content moves by ``(-dy, -dx)``), in float32 (float64 for
+    float64 input). Returns the moved images ``[B, C, H, W]`` and a float mask ``[B, 1, H, W]``, 1 where the
+    sample point lies inside the input (border pixels are repeated elsewhere, masked 0).
+    """
+    _check_activations("images", images)
+    if shift.shape != (images.shape[0], 2):
+        raise ValueError(f"shift must be [B, 2] (dy, dx) pixels for {images.shape[0]} images, got {tuple(shift.shape)}")
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        images = _at_least_float32(images)
+        shift = shift.to(images.dtype)
+        height, width = images.shape[-2:]
+        rows = torch.arange(height, dtype=images.dtype, device=images.device).view(1, height, 1) + shift[:, 0].view(-1, 1, 1)
+        cols = torch.arange(width, dtype=images.dtype, device=images.device).view(1, 1, width) + shift[:, 1].view(-1, 1, 1)
+        rows, cols = torch.broadcast_tensors(rows, cols)  # [B, H, W] source coordinates in pixels
+        # align_corners=True: -1 and 1 are the centres of the first and last pixels.
+        grid = torch.stack([2.0 * cols / max(width - 1, 1) - 1.0, 2.0 * rows / max(height - 1, 1) - 1.0], dim=-1)
+        moved = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        valid = (rows >= 0) & (rows <= height - 1) & (cols >= 0) & (cols <= width - 1)
+    return moved, valid.unsqueeze(1).to(moved.dtype)
+
+
+def perturb(images: Tensor, max_shift: float, noise_std: float, generator: torch.Generator | None = None
+            ) -> tuple[Tensor, Tensor]:
+    """A panned, noisy copy of each image, as the next frame of a shaky video would give it.
+
+    ``images``: ``[B, C, H, W]`` in [0, 1]. Each sample gets its own shift ``(dy, dx)`` drawn uniformly from
+    ``[-max_shift, max_shift]`` pixels (sub-pixel in general; ``translate``) and Gaussian noise of standard
+    deviation ``noise_std`` (in [0, 1] units: 0.02 is about 5/255), clamped to [0, 1].
+    Returns the perturbed images (float32) and the shifts ``[B, 2]``.
+    """
+    batch = images.shape[0]
+    shift = (torch.rand(batch, 2, generator=generator, device=images.device) * 2.0 - 1.0) * max_shift
+    moved, _ = translate(images, shift)
+    noise = torch.randn(moved.shape, generator=generator, device=images.device, dtype=moved.dtype) * noise_std
+    return (moved + noise).clamp(0.0, 1.0), shift
+
+
+def stability_cost(perturbed_output: Tensor, output: Tensor, shift: Tensor) -> Tensor:
+    """Output stability (Gupta et al. 2017), one value per sample ``[B]``: the mean squared difference, over
+    channels and the pixels valid after the shift, between the output for the perturbed input
+    (``perturb``: panned by ``shift``, plus noise) and the output for the clean input panned the same way::
+
+        J_stab = sum_ij m_ij sum_c (f(P(x))_cij - T_s(f(x))_cij)^2 / (C sum_ij m_ij)
+
+    with ``T_s`` = ``translate`` by ``shift`` and ``m`` its valid mask. Zero for a network that commutes with
+    the pan and ignores the noise; images in [0, 1], so it is in squared intensity units. Both sides keep their
+    gradients (the clean output is pulled towards stability too). ``perturbed_output``, ``output``:
+    ``[B, C, H, W]``; ``shift``: ``[B, 2]`` pixels ``(dy, dx)``.
+
+    Why this form: Gupta et al. (2017) trace flicker to the network amplifying small input changes, and train
+    with a term that asks the output for a noisy copy of the image to equal the output for the image. Video
+    frames also move: our network downsamples by 4, so a texture need not move with a 1-px pan, and the
+    target here is the clean output moved by the same (sub-)pixel pan. Flow-based terms (Ruder et al. 2016,
+    Huang et al. 2017) need video training data; this one needs only the photos.
+    """
+    _check_activations("perturbed_output", perturbed_output)
+    if perturbed_output.shape != output.shape:
+        raise ValueError(
+            f"perturbed output {tuple(perturbed_output.shape)} and output {tuple(output.shape)} differ in shape"
+        )
+    target, valid = translate(output, shift)
+    with torch.autocast(device_type=output.device.type, enabled=False):
+        squared = (_at_least_float32(perturbed_output) - target).square() * valid
+        pixels = valid.sum(dim=(1, 2, 3)).clamp_min(1.0) * output.shape[1]
+        return squared.sum(dim=(1, 2, 3)) / pixels
 
 
 class StyleLoss(nn.Module):

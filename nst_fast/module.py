@@ -3,6 +3,7 @@ optionally the identity (one network, one condition per style: conditional insta
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from nst_fast.checkpoint import CHECKPOINT_KEY, IDENTITY_NAME, checkpoint_metadata
 from nst_fast.errors import ConfigError, NonFiniteLossError
+from nst_fast.losses import perturb, stability_cost
 from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
 from nst_fast.perceptual import IDENTITY, Costs, PerceptualLoss
 
@@ -115,15 +117,31 @@ class StyleTransferModule(pl.LightningModule):
         positions = torch.arange(first, first + batch_size, device=self.trained_conditions.device)
         return self.trained_conditions[positions % len(self.trained_conditions)]
 
-    def compute_costs(self, content: Tensor, conditions: Tensor | None = None) -> Costs:
+    def compute_costs(self, content: Tensor, conditions: Tensor | None = None, stability: bool = False) -> Costs:
         """Stylise a batch (each image with its condition, default the first) and measure all cost terms (used
-        by training and by the benchmarks)."""
+        by training and by the benchmarks).
+
+        ``stability``: also stylise a panned, noisy copy of the batch (``nst_fast.losses.perturb``, same
+        conditions, one network pass over both halves) and add ``loss.stability_weight * J_stab`` to the total.
+        """
         if conditions is None:
             conditions = self.trained_conditions[:1].expand(content.shape[0])
         content = self._layout(content)
         target = self.loss.content_target(content)
-        generated = self.transformer(content, self.condition_weights(conditions))
-        return self.loss(target, generated, self.style_index_of_condition[conditions])
+        weights = self.condition_weights(conditions)
+        if not stability:
+            generated = self.transformer(content, weights)
+            return self.loss(target, generated, self.style_index_of_condition[conditions])
+        perturbed, shift = perturb(content, self.loss.stability_shift, self.loss.stability_noise)
+        both = torch.cat([content, self._layout(perturbed.to(content.dtype))])
+        generated, generated_perturbed = self.transformer(
+            both, None if weights is None else torch.cat([weights, weights])
+        ).chunk(2)
+        costs = self.loss(target, generated, self.style_index_of_condition[conditions])
+        stability_term = stability_cost(generated_perturbed, generated, shift).mean()
+        return dataclasses.replace(
+            costs, total=costs.total + self.loss.stability_weight * stability_term, stability=stability_term
+        )
 
     def configure_model(self) -> None:
         if self.compile_networks:
@@ -139,7 +157,7 @@ class StyleTransferModule(pl.LightningModule):
         accumulate = self.trainer.accumulate_grad_batches
         position = self.global_step * accumulate + batch_idx % accumulate
         conditions = self.batch_conditions(batch["image"].shape[0], position, self.global_rank, self.trainer.world_size)
-        costs = self.compute_costs(batch["image"], conditions)
+        costs = self.compute_costs(batch["image"], conditions, stability=self.loss.stability_weight > 0)
         finite = bool(torch.isfinite(costs.total).item())
         # Every rank must take the same decision, or DDP's gradient all-reduce hangs.
         finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -148,6 +166,10 @@ class StyleTransferModule(pl.LightningModule):
         self.consecutive_nonfinite = 0
         batch_size = batch["image"].shape[0]
         metrics = {"train/content": costs.content}
+        if costs.stability is not None:
+            metrics["train/stability"] = costs.stability
+            # What the term adds to the total: compare with style_weighted and content when choosing the weight.
+            metrics["train/stability_weighted"] = self.loss.stability_weight * costs.stability
         if bool((self.style_index_of_condition[conditions] != IDENTITY).any()):  # not an identity-only batch
             metrics["train/style"] = costs.style
             metrics["train/total_variation"] = costs.total_variation
@@ -217,7 +239,8 @@ class StyleTransferModule(pl.LightningModule):
         terms = ", ".join(
             f"{name}={value.item():.4g}"
             for name, value in [("total", costs.total), ("content", costs.content), ("style", costs.style),
-                                ("total_variation", costs.total_variation), *costs.style_layers.items()]
+                                ("total_variation", costs.total_variation), *costs.style_layers.items(),
+                                *([("stability", costs.stability)] if costs.stability is not None else [])]
         )
         message = f"non-finite loss at step {self.global_step}: {terms}"
         if self.consecutive_nonfinite >= self.max_consecutive_nonfinite:

@@ -1,5 +1,7 @@
 """The training objective: VGG features of the generated image against a content target and the style
-Grams, combined as ``J = alpha * J_content + beta * sum_l lambda_l J_style[l] + tv_weight * TV``."""
+Grams, combined as ``J = alpha * J_content + beta * sum_l lambda_l J_style[l] + tv_weight * TV``; the module
+adds ``stability_weight * J_stab`` (``nst_fast.losses.stability_cost``), which needs a second pass of the
+transformation network, not of the loss network."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class Costs:
     style_layers: dict[str, Tensor]
     sample_content: Tensor
     sample_style: Tensor
+    #: Mean ``stability_cost`` (unweighted) when the step computed it, else ``None``.
+    stability: Tensor | None = None
 
 
 class PerceptualLoss(nn.Module):
@@ -42,7 +46,9 @@ class PerceptualLoss(nn.Module):
 
     ``network``: ``vgg16`` or ``vgg19``; ``weights``: ``imagenet``, a state-dict path, or ``none``.
     ``style_layers``: layer name -> ``lambda_l``. ``content_weight`` is ``alpha``, ``style_weight`` is ``beta``;
-    each style may multiply them by its own factors (``set_styles``).
+    each style may multiply them by its own factors (``set_styles``). ``stability_weight`` (0: off),
+    ``stability_shift`` (largest pan in pixels) and ``stability_noise`` (noise standard deviation, images in
+    [0, 1]) configure the stability term that ``StyleTransferModule`` adds (see ``nst_fast.losses.perturb``).
     """
 
     def __init__(
@@ -55,6 +61,9 @@ class PerceptualLoss(nn.Module):
         style_normalisation: StyleNormalisation = "reference",
         network: str = "vgg16",
         weights: str | os.PathLike = "imagenet",
+        stability_weight: float = 0.0,
+        stability_shift: float = 1.0,
+        stability_noise: float = 0.02,
     ) -> None:
         super().__init__()
         if style_normalisation not in STYLE_NORMALISATIONS:
@@ -67,6 +76,9 @@ class PerceptualLoss(nn.Module):
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
         self.style_normalisation: StyleNormalisation = style_normalisation
+        self.stability_weight = float(stability_weight)
+        self.stability_shift = float(stability_shift)
+        self.stability_noise = float(stability_noise)
         self.features = VGGFeatures([*self.style_layers, content_layer], arch=network, weights=weights)
         self.style: StyleLoss | None = None
 

@@ -228,3 +228,111 @@ def test_heldout_runs_onnx_models_like_the_network(bench_module, tmp_path: Path)
     with torch.no_grad():
         want = network(photo, torch.tensor([[0.0, 1.0, 0.0]]))
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def _smooth_photos(count: int, height: int = 40, width: int = 48):
+    """Photo-like test images: random colours upsampled bilinearly (smooth, so resampling is well behaved)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(count, 3, height // 8, width // 8, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=True)
+    return [image[None] for image in smooth]
+
+
+def test_pan_sequence_is_the_moving_window_and_whole_pixel_motion_undoes_exactly(bench_module) -> None:
+    import torch
+
+    temporal = bench_module("temporal")
+    photo = _smooth_photos(1)[0]
+    frames = temporal.pan_sequence(photo, (1.0, 2.0), frames=3, margin=4, noise_std=0.0)
+    assert frames.shape == (3, 3, 32, 40)
+    for k in range(3):  # window k starts at (4 + k, 4 + 2k)
+        torch.testing.assert_close(frames[k], photo[0, :, 4 + k:36 + k, 4 + 2 * k:44 + 2 * k])
+    squared, count = temporal.motion_differences(frames, (1.0, 2.0), border=0)
+    assert squared < 1e-10 and count == 2 * 3 * (32 - 1) * (40 - 2), "2 pairs, 3 channels, the pixels still in view"
+    _, count = temporal.motion_differences(frames, (1.0, 2.0), border=2)
+    assert count == 2 * 3 * (32 - 4) * (40 - 4), "the 2 px border holds the pixels that left the view"
+    with pytest.raises(ValueError, match="cannot hold"):
+        temporal.pan_sequence(photo, (0.0, 3.0), frames=3, margin=4, noise_std=0.0)
+
+
+def test_flicker_ratio_is_one_for_the_identity_and_above_one_for_per_frame_noise(bench_module) -> None:
+    import torch
+
+    temporal = bench_module("temporal")
+    photos = _smooth_photos(2)
+    options = {"frames": 3, "margin": 4, "border": 2, "noise_std": 3 / 255}
+    identity = temporal.known_motion_flicker(lambda frame: frame, photos, **options)
+    assert set(identity) == {"still", "whole", "subpixel", "all"}
+    for result in identity.values():
+        assert result["flicker_ratio"] == pytest.approx(1.0, abs=1e-9) and result["input_rms"] > 0
+    generator = torch.Generator().manual_seed(1)
+    noisy = temporal.known_motion_flicker(
+        lambda frame: frame + 0.05 * torch.randn(frame.shape, generator=generator), photos, **options)
+    for result in noisy.values():
+        # Independent noise of std s on each frame adds 2 s^2 to the squared difference: about (0.05/0.017)^2 more.
+        assert result["flicker_ratio"] > 2.0
+    blurred = temporal.known_motion_flicker(
+        lambda frame: torch.nn.functional.avg_pool2d(frame, 3, stride=1, padding=1, count_include_pad=False),
+        photos, **options)
+    assert blurred["still"]["flicker_ratio"] < 0.5, "a filter that averages the noise away flickers less"
+
+
+def _write_video(path: Path, photo, frames: int = 6) -> None:
+    import av
+    import numpy as np
+
+    codec = next(c for c in ("libx264", "mpeg4") if c in av.codecs_available)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(frames):  # the photo panning right by 2 px a frame
+            array = (photo[0, :, 8:56, 4 + 2 * k:68 + 2 * k].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def test_video_warping_error_identity_and_noise(bench_module, tmp_path: Path) -> None:
+    import torch
+
+    temporal = bench_module("temporal")
+    _write_video(tmp_path / "pan.mp4", _smooth_photos(1, 64, 96)[0])
+    frames = temporal.read_video(tmp_path / "pan.mp4", max_frames=5)
+    assert len(frames) == 5 and frames[0].shape == (1, 3, 48, 64)
+    identity = temporal.video_warping_error(lambda frame: frame, frames)
+    assert identity["warping_ratio"] == pytest.approx(1.0) and identity["valid_fraction"] > 0.5
+    generator = torch.Generator().manual_seed(2)
+    noisy = temporal.video_warping_error(lambda frame: frame + 0.05 * torch.randn(frame.shape, generator=generator),
+                                         frames)
+    assert noisy["warping_ratio"] > 2.0
+
+
+def test_temporal_report_writes_record(bench_module, tmp_path: Path) -> None:
+    from helpers import small_network
+    from image_factory import write_good_images
+
+    from nst_fast.config import asset_path
+
+    write_good_images(tmp_path / "photos")
+    _write_video(tmp_path / "pan.mp4", _smooth_photos(1, 64, 96)[0], frames=3)
+    style = {"name": "starry", "image": asset_path("styles/starry_night.jpg"), "size": 32}
+    checkpoint = _save(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network(1), [style], False, 7)
+    temporal = bench_module("temporal")
+    record = temporal.main([
+        str(checkpoint), "--photos", str(tmp_path / "photos"), "--vgg-weights", "none", "--size", "40",
+        "--frames", "3", "--margin", "4", "--border", "2", "--video", str(tmp_path / "pan.mp4"),
+        "--video-size", "48", "--sheet", str(tmp_path / "sheet.jpg"), "--out-dir", str(tmp_path / "records"),
+    ])
+    saved = json.loads(Path(record["record_path"]).read_text())
+    assert {"machine", "options", "motions", "results"} <= set(saved)
+    result = saved["results"][0]
+    assert result["step"] == 7
+    starry = result["styles"]["starry"]
+    assert set(starry["flicker"]) == {"still", "whole", "subpixel", "all"} and starry["flicker"]["all"]["flicker_ratio"] > 0
+    assert starry["videos"][str(tmp_path / "pan.mp4")]["frames"] == 3
+    assert starry["heldout"]["style"] > 0 and starry["heldout"]["content"] > 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "sheet.jpg") as sheet:  # photos, then stylised and flicker rows per checkpoint
+        assert sheet.height == 3 * (160 + 4) + 4

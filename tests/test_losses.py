@@ -9,11 +9,14 @@ from nst_fast.losses import (
     StyleLoss,
     content_cost,
     gram_matrix,
+    perturb,
     scaled_gram,
     style_cost,
     style_layer_cost,
     style_layer_cost_from_gram,
+    stability_cost,
     total_variation,
+    translate,
 )
 
 
@@ -201,3 +204,60 @@ def test_style_loss_with_several_styles_picks_each_samples_target() -> None:
             torch.testing.assert_close(per_layer[name][sample:sample + 1], alone_layers[name])
     with pytest.raises(ValueError, match="pass style_index"):
         together(generated)
+
+
+def test_translate_half_pixel_and_whole_pixel_by_hand() -> None:
+    image = torch.tensor([[[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]]])  # [1, 1, 2, 3]
+    moved, valid = translate(image, torch.tensor([[0.0, 0.5]]))  # output (i, j) = input at (i, j + 0.5)
+    torch.testing.assert_close(moved, torch.tensor([[[[0.5, 1.5, 2.0], [3.5, 4.5, 5.0]]]]))
+    torch.testing.assert_close(valid, torch.tensor([[[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]]]))
+    moved, valid = translate(image, torch.tensor([[-1.0, 0.0]]))  # one row down: row 0 samples row -1
+    torch.testing.assert_close(moved[0, 0, 1], image[0, 0, 0])
+    torch.testing.assert_close(valid[0, 0, :, 0], torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"shift must be \[B, 2\]"):
+        translate(image, torch.zeros(2))
+
+
+def test_stability_cost_by_hand() -> None:
+    output = torch.tensor([[[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]]])
+    perturbed_output = torch.tensor([[[[1.0, 1.5, 9.0], [3.5, 4.5, 9.0]]]])  # column 2 is outside the valid region
+    # Panned output: [[0.5, 1.5, -], [3.5, 4.5, -]]; differences on the 4 valid pixels: 0.5, 0, 0, 0.
+    cost = stability_cost(perturbed_output, output, torch.tensor([[0.0, 0.5]]))
+    torch.testing.assert_close(cost, torch.tensor([0.25 / 4]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        stability_cost(perturbed_output[..., :2], output, torch.zeros(1, 2))
+
+
+def test_stability_cost_is_zero_for_a_pan_equivariant_noise_free_network() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    mix = torch.nn.Conv2d(3, 3, 1).double()  # pointwise and linear: commutes with bilinear resampling
+    perturbed, shift = perturb(images, max_shift=1.5, noise_std=0.0)
+    assert shift.abs().max() <= 1.5 and (shift != shift.round()).all(), "sub-pixel shifts"
+    with torch.no_grad():
+        cost = stability_cost(mix(perturbed), mix(images), shift)
+    assert cost.abs().max() < 1e-12
+    noisy, shift = perturb(images, max_shift=1.5, noise_std=0.05)
+    with torch.no_grad():
+        assert (stability_cost(mix(noisy), mix(images), shift) > 1e-4).all(), "noise the network passes on costs"
+
+
+def test_stability_cost_gradients_reach_both_outputs() -> None:
+    torch.manual_seed(1)
+    output = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    perturbed_output = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    shift = torch.tensor([[0.3, -0.7], [-1.2, 0.4]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p, o: stability_cost(p, o, shift), (perturbed_output, output))
+    stability_cost(perturbed_output, output, shift).sum().backward()
+    assert output.grad.abs().sum() > 0 and perturbed_output.grad.abs().sum() > 0
+
+
+def test_stability_cost_channels_last_equals_contiguous() -> None:
+    torch.manual_seed(2)
+    output, perturbed_output = torch.rand(2, 3, 6, 6), torch.rand(2, 3, 6, 6)
+    shift = torch.tensor([[0.5, 0.25], [-0.75, 1.0]])
+    last = torch.channels_last
+    torch.testing.assert_close(
+        stability_cost(perturbed_output.contiguous(memory_format=last), output.contiguous(memory_format=last), shift),
+        stability_cost(perturbed_output, output, shift),
+    )

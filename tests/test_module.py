@@ -63,6 +63,50 @@ def test_costs_follow_the_configured_weights() -> None:
     torch.testing.assert_close(costs.style, sum(layers[name] * cost for name, cost in costs.style_layers.items()))
 
 
+def test_stability_term_uses_each_samples_condition_in_both_passes() -> None:
+    from nst_fast.losses import perturb, stability_cost
+
+    torch.manual_seed(0)
+    module = make_module("style=[starry,wave]", "loss.stability_weight=7.0", "loss.stability_noise=0.05")
+    assert module.channels_last, "the default layout, which the term must work with"
+    images, conditions = torch.rand(3, 3, 32, 32), torch.tensor([1, 0, 2])
+    torch.manual_seed(1)
+    costs = module.compute_costs(images, conditions, stability=True)
+    plain = module.compute_costs(images, conditions)
+    torch.manual_seed(1)  # the same pan and noise, drawn again
+    perturbed, shift = perturb(images, max_shift=1.0, noise_std=0.05)
+    with torch.no_grad():
+        expected = stability_cost(module(perturbed, conditions), module(images, conditions), shift).mean()
+    assert expected > 0
+    torch.testing.assert_close(costs.stability, expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(costs.total, plain.total + 7.0 * expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(costs.style, plain.style)
+    assert plain.stability is None
+
+
+def test_stability_term_is_logged_and_trained() -> None:
+    torch.manual_seed(0)
+    module = make_module("loss.stability_weight=100.0")
+    trainer = fit(module, [torch.rand(2, 3, 32, 32) for _ in range(2)])
+    logged = trainer.callback_metrics
+    assert logged["train/stability"] > 0
+    torch.testing.assert_close(logged["train/stability_weighted"], 100.0 * logged["train/stability"])
+    off = fit(make_module(), [torch.rand(2, 3, 32, 32)])
+    assert "train/stability" not in off.callback_metrics, "weight 0 skips the second pass"
+
+
+def test_nonfinite_step_with_stability_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    module = make_module("loss.stability_weight=1.0")
+    bad = torch.rand(2, 3, 32, 32)
+    bad[1, 2, 3, 4] = float("inf")
+    before = {k: v.clone() for k, v in module.transformer.state_dict().items()}
+    with caplog.at_level(logging.WARNING, logger="nst_fast.module"):
+        fit(module, [bad])
+    assert "non-finite loss at step 0" in caplog.text and "stability=" in caplog.text
+    after = module.transformer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_conditions_go_round_robin_to_samples_steps_and_ranks() -> None:
     module = make_module("style=[starry,wave]")  # two styles and the identity: 3 conditions
     assert module.condition_names == ["starry", "wave", "identity"]

@@ -100,6 +100,7 @@ def test_resume_continues_global_step_and_optimiser(smoke_run: Path, tmp_path: P
         (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is out of range"),
         (["data.batch_size=0"], "data.batch_size=0 is out of range"),
         (["loss.style_weight=-1"], "loss.style_weight=-1.0 is out of range"),
+        (["loss.stability_weight=-1e5"], "loss.stability_weight=-100000.0 is out of range"),
         (["data.batch_size=four"], "Value 'four' of type 'str' could not be converted to Integer"),
         (["trainer.max_steps=many"], "trainer.max_steps='many' has the wrong type: it must be an integer"),
         (["loss.no_such_key=1"], "Could not override 'loss.no_such_key'"),
