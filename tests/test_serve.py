@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 from prometheus_client.parser import text_string_to_metric_families
 
+from image_factory import pattern
 from onnx_factory import thumbnail_base64, tiny_onnx_model
 
 from nst_fast.errors import StylizeError
@@ -68,13 +69,6 @@ def serve(models):
             return client
 
         yield start
-
-
-def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    channels = [0.5 + 0.3 * np.sin(xx / (5 + 3 * c) + yy / (7 + c) + rng.uniform(0, 6)) for c in range(3)]
-    return (np.stack(channels, -1) * 255).round().astype(np.uint8)
 
 
 def encoded(array: np.ndarray, image_format: str = "PNG", **options) -> bytes:

@@ -256,10 +256,13 @@ def test_api_errors_are_shown_in_words(page, server, tmp_path) -> None:
     assert "3 requests are queued already" in text and "2 s" in text
 
 
-def test_webcam_streams_one_frame_at_a_time(page) -> None:
-    # Count stylise requests in flight at once: the page must wait for each answer before sending the next frame.
+def count_stylize_requests(page, delay_ms: int = 0) -> None:
+    """Wrap the page's ``fetch`` to count stylise requests in flight (``window.inFlight``, most at once in
+    ``window.mostInFlight``); ``delay_ms`` holds each one back that long first, ending it early when its request
+    is aborted, as ``fetch`` does."""
     page.execute_script(
         """
+        const delayMs = arguments[0];
         const realFetch = window.fetch;
         window.inFlight = 0;
         window.mostInFlight = 0;
@@ -267,10 +270,27 @@ def test_webcam_streams_one_frame_at_a_time(page) -> None:
           if (!String(url).includes("v1/stylize")) return realFetch(url, ...rest);
           window.inFlight += 1;
           window.mostInFlight = Math.max(window.mostInFlight, window.inFlight);
-          try { return await realFetch(url, ...rest); } finally { window.inFlight -= 1; }
+          try {
+            if (delayMs > 0) {
+              await new Promise((resolve, reject) => {
+                const timer = setTimeout(resolve, delayMs);
+                const signal = rest[0] && rest[0].signal;
+                if (signal) signal.addEventListener("abort", () => {
+                  clearTimeout(timer);
+                  reject(new DOMException("The request was aborted", "AbortError"));
+                });
+              });
+            }
+            return await realFetch(url, ...rest);
+          } finally { window.inFlight -= 1; }
         };
-        """
+        """,
+        delay_ms,
     )
+
+
+def test_webcam_streams_one_frame_at_a_time(page) -> None:
+    count_stylize_requests(page)  # the page must wait for each answer before sending the next frame
     Select(page.find_element(By.ID, "webcam-size")).select_by_value("256")
     page.find_element(By.ID, "webcam-start").click()
     WebDriverWait(page, WAIT).until(lambda d: int(d.find_element(By.ID, "webcam-frames").text) >= 3,
@@ -303,29 +323,7 @@ def test_webcam_streams_one_frame_at_a_time(page) -> None:
 def test_webcam_stopped_and_restarted_at_once_runs_one_send_loop(page) -> None:
     """Stop and start again while a frame's request is out: stopping aborts that request and its send loop ends,
     instead of carrying on beside the new one (two requests in flight)."""
-    page.execute_script(
-        """
-        const realFetch = window.fetch;
-        window.inFlight = 0;
-        window.mostInFlight = 0;
-        window.fetch = async (url, ...rest) => {
-          if (!String(url).includes("v1/stylize")) return realFetch(url, ...rest);
-          window.inFlight += 1;
-          window.mostInFlight = Math.max(window.mostInFlight, window.inFlight);
-          try {
-            await new Promise((resolve, reject) => {  // a slow server: the answer is still out
-              const timer = setTimeout(resolve, 1500);
-              const signal = rest[0] && rest[0].signal;
-              if (signal) signal.addEventListener("abort", () => {  // as fetch does: aborting ends the request
-                clearTimeout(timer);
-                reject(new DOMException("The request was aborted", "AbortError"));
-              });
-            });
-            return await realFetch(url, ...rest);
-          } finally { window.inFlight -= 1; }
-        };
-        """
-    )
+    count_stylize_requests(page, delay_ms=1500)  # a slow server: the answer is still out
     Select(page.find_element(By.ID, "webcam-size")).select_by_value("256")
     page.find_element(By.ID, "webcam-start").click()
     WebDriverWait(page, WAIT).until(lambda d: d.execute_script("return window.inFlight") == 1,
