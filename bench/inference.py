@@ -13,7 +13,8 @@ and the PyTorch example, nearest upsample + reflection pad + conv, float32, cont
 content photos at ``--int8-calibration-size``, as ``export.int8=true`` does; CPU) and ``compile``
 (``torch.compile``, with ``--compile``). All runtimes of one size are timed alternately; each row gives the
 median latency, its ratio to the reference (speed-up, > 1 is faster) and the max |difference| of its output to
-the reference's (images in [0, 1]) and its PSNR. Weights are random (``TransformerNet()``) unless
+the reference's (images in [0, 1]) and its PSNR. Weights are random, in the architecture of
+``--model`` (a config of ``conf/model/``: johnson, the default, or light), unless
 ``--checkpoint`` names a trained single-style network: timing does not depend on them, but int8 quantisation's
 error does (use a trained network for its quality; the input is random noise either way).
 """
@@ -42,6 +43,20 @@ RUNTIMES = (REFERENCE, "eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscr
             "onnxruntime-int8", "compile")
 
 
+def model_config(name: str) -> dict[str, Any]:
+    """``TransformerNet`` keyword arguments of ``conf/model/NAME.yaml``."""
+    from omegaconf import OmegaConf
+
+    from nst_fast.config import CONFIG_DIR
+
+    path = Path(CONFIG_DIR) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml") if not p.stem.startswith("model_"))
+        raise SystemExit(f"--model {name}: no {path}; known: {', '.join(known)}")
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    return {key: value for key, value in config.items() if key not in ("defaults", "_target_")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated: N (square) or WxH")
@@ -55,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime-fp16 needs CUDA")
     p.add_argument("--compile", action="store_true", help="add the torch.compile runtime")
     p.add_argument("--checkpoint", default=None, help="a trained single-style checkpoint's weights instead of random ones")
+    p.add_argument("--model", default="johnson",
+                   help="the random network's architecture: a config of conf/model/ (johnson, light); --checkpoint sets its own")
     p.add_argument("--int8-calibration-size", type=int, default=512,
                    help="onnxruntime-int8: side of the calibration squares (export.int8_calibration_size)")
     p.add_argument("--seed", type=int, default=0)
@@ -197,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from nst_fast.models.transformer import TransformerNet
 
-    trained = None
+    trained, architecture = None, model_config(args.model)
     if args.checkpoint:
         from nst_fast.checkpoint import load_transformer
 
@@ -212,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             net.load_state_dict(trained.state_dict())
             return net.to(device)
         torch.manual_seed(args.seed)
-        net = TransformerNet().eval()
+        net = TransformerNet(**architecture).eval()
         # Random affine parameters so that the norms are not identities (closer to a trained network).
         with torch.no_grad():
             for m in net.modules():

@@ -51,6 +51,7 @@ class ModelSchema:
     _target_: str = "nst_fast.models.TransformerNet"
     base_channels: int = 32
     residual_blocks: int = 5
+    separable: bool = False
 
 
 @dataclass

@@ -84,8 +84,12 @@ class NetworkPlan:
     trained: list[int] | None = None
 
 
-def _model_config(cfg: DictConfig) -> dict[str, int]:
-    return {"base_channels": cfg.model.base_channels, "residual_blocks": cfg.model.residual_blocks}
+def _model_config(cfg: DictConfig) -> dict[str, int | bool]:
+    """The network's architecture as ``TransformerNet.config`` records it (without ``num_conditions``)."""
+    config: dict[str, int | bool] = {"base_channels": cfg.model.base_channels, "residual_blocks": cfg.model.residual_blocks}
+    if cfg.model.get("separable", False):
+        config["separable"] = True
+    return config
 
 
 def plan_network(cfg: DictConfig) -> NetworkPlan:
@@ -108,7 +112,7 @@ def plan_network(cfg: DictConfig) -> NetworkPlan:
             f"finetune_from={base_path!r} already has style(s) {clash} (it has {info.condition_names}): "
             "fine-tune styles under new names"
         )
-    base_model = {key: info.transformer[key] for key in ("base_channels", "residual_blocks")}
+    base_model = {key: value for key, value in info.transformer.items() if key != "num_conditions"}
     if base_model != _model_config(cfg):
         raise ConfigError(
             f"finetune_from={base_path!r} is a TransformerNet{base_model}, but this run is configured for "

@@ -212,6 +212,16 @@ def test_inference_times_the_int8_model(bench_module, tmp_path: Path) -> None:
     assert 10.0 < row["psnr_db_vs_reference"] < 200.0  # quantised: close to the float network, not equal
 
 
+def test_inference_builds_the_light_network(bench_module, tmp_path: Path) -> None:
+    inference = bench_module("inference")
+    record = inference.main(["--sizes", "32", "--repeats", "1", "--warmup", "0", "--runtimes", "onnxruntime-fp32",
+                             "--model", "light", "--out-dir", str(tmp_path)])
+    assert {r["runtime"] for r in record["results"]} == {"eager-fp32-plain", "onnxruntime-fp32"}
+    assert record["config"]["model"] == "light"
+    with pytest.raises(SystemExit, match="--model tiny: no .*tiny.yaml; known: johnson, light"):
+        inference.main(["--sizes", "32", "--model", "tiny", "--out-dir", str(tmp_path)])
+
+
 def test_heldout_runs_onnx_models_like_the_network(bench_module, tmp_path: Path) -> None:
     import torch
     from helpers import small_network

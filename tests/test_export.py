@@ -780,3 +780,15 @@ def test_nst_stylize_runs_the_int8_model(exported_int8, tmp_path) -> None:
     assert main(["--model", str(result.file("onnx_int8")), str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
     assert Image.open(tmp_path / "out.png").size == (47, 33)
 
+
+def test_light_network_exports_in_float_and_int8(tmp_path, calibration_folder) -> None:
+    torch.manual_seed(2)
+    network = TransformerNet(8, 1, separable=True).eval()
+    result, _ = export_int8(tmp_path / "run", network, calibration_folder, min_psnr=15.0)
+    x = np.random.default_rng(5).random((1, 3, 45, 38), dtype=np.float32)
+    session = ort.InferenceSession(str(result.file("onnx")), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": x})[0], eager(network, x), atol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(str(result.file("onnx"))).metadata_props}
+    assert json.loads(meta["nst_fast.transformer"])["separable"] is True
+    quantised = ort.InferenceSession(str(result.file("onnx_int8")), providers=["CPUExecutionProvider"])
+    assert psnr(quantised.run(None, {"image": x})[0], eager(network, x)) > 15.0

@@ -354,3 +354,23 @@ def test_validation_folder_mistakes_name_the_key(case: str, tmp_path: Path) -> N
     assert result.returncode == 2 and "Traceback" not in result.stderr
     expected = "is not a folder" if case == "missing" else "shares photos with data.root"
     assert f"data.val_root={str(folder)!r}" in result.stderr and expected in result.stderr, result.stderr[-2000:]
+
+
+def test_finetune_needs_the_base_networks_architecture(tmp_path: Path) -> None:
+    from helpers import compose_train_config
+
+    from nst_fast.checkpoint import checkpoint_metadata
+    from nst_fast.errors import ConfigError
+    from nst_fast.models import TransformerNet
+    from nst_fast.train import plan_network
+
+    base = TransformerNet(16, 5, num_conditions=2, separable=True)
+    styles = [{"name": "wave", "image": "wave.jpg", "size": 64}]
+    path = tmp_path / "base.ckpt"
+    torch.save({"state_dict": {f"transformer.{k}": v for k, v in base.state_dict().items()}, "global_step": 3,
+                "nst_fast": checkpoint_metadata(base, styles, True)}, path)
+    with pytest.raises(ConfigError, match=r"is a TransformerNet\{'base_channels': 16, 'residual_blocks': 5, "
+                                          r"'separable': True\}, but this run is configured for \{'base_channels': 32"):
+        plan_network(compose_train_config("style=[starry]", f"finetune_from={path}"))
+    plan = plan_network(compose_train_config("model=light", "style=[starry]", f"finetune_from={path}"))
+    assert plan.network.config["separable"] and plan.trained == [1]

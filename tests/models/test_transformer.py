@@ -219,3 +219,57 @@ def test_add_conditions_keeps_the_old_ones_and_starts_new_ones_at_the_styles_mea
         torch.testing.assert_close(extended(x, torch.eye(5)[[3]]), mean_of_styles)
     single = add_conditions(TransformerNet(8, 1).eval(), count=1, position=1)
     assert single.num_conditions == 2
+
+
+def test_separable_layer_is_the_full_conv_with_the_composed_kernel() -> None:
+    # A depthwise 3x3 conv then a pointwise 1x1 conv is one 3x3 conv whose kernel is
+    # full[o, i] = pointwise[o, i] * depthwise[i]: compute that conv directly and compare.
+    from nst_fast.models.transformer import SeparableConvNormAct
+
+    torch.manual_seed(0)
+    layer = SeparableConvNormAct(6, relu=False).eval()
+    _, depthwise, pointwise, norm = layer
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    full = pointwise.weight[:, :, 0, 0, None, None] * depthwise.weight[:, 0][None]
+    x = torch.rand(2, 6, 11, 9)
+    with torch.no_grad():
+        conv = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), full, pointwise.bias)
+        want = torch.nn.functional.instance_norm(conv, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+        got = layer(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert depthwise.bias is None and depthwise.groups == 6
+
+
+def test_light_network_needs_a_quarter_of_the_flops_or_less() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from helpers import compose_train_config
+    from hydra.utils import instantiate
+
+    light = instantiate(compose_train_config("model=light").model).eval()
+    assert light.config == {"base_channels": 16, "residual_blocks": 5, "separable": True}
+    x = torch.rand(1, 3, 128, 128)
+
+    def flops(network: TransformerNet) -> int:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            network(x)
+        return counter.get_total_flops()
+
+    assert flops(TransformerNet().eval()) >= 4 * flops(light)
+    assert sum(p.numel() for p in light.parameters()) * 10 < 1_679_235
+
+
+def test_light_network_takes_conditions_and_gradients_reach_every_weight() -> None:
+    torch.manual_seed(0)
+    network = TransformerNet(8, 2, num_conditions=3, separable=True)
+    x = torch.rand(2, 3, 23, 18)
+    y = network(x, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]))
+    assert y.shape == x.shape
+    y.mean().backward()
+    assert all(p.grad is not None for p in network.parameters())
+    assert network.config == {"base_channels": 8, "residual_blocks": 2, "separable": True, "num_conditions": 3}
+    extended = add_conditions(network, 1, 2)
+    assert extended.config["separable"] and extended.num_conditions == 4
