@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One short GPU benchmark run (both scripts, sensible CUDA settings), under ~5 minutes on a recent GPU.
+# One short GPU benchmark run (both scripts, sensible CUDA settings; the light network too), under ~6 minutes on a recent GPU.
 # JSON records go to $OUT when set (else bench/results/); the console log goes there too.
 #   bash bench/gpu_check.sh            # PYTHON=/path/to/python to choose the interpreter
 set -uo pipefail
@@ -23,3 +23,6 @@ run 150 $PY bench/train_step.py --device cuda --size 256 --batch 4 --steps 20 --
 # Inference at all sizes; onnxruntime-* need onnxruntime-gpu (reported unavailable otherwise).
 run 120 $PY bench/inference.py --device cuda --sizes 256,512,1024,1920x1080 --repeats 10 --warmup 3 \
   --runtimes eager-fp32-cl,eager-bf16-cl,torchscript,onnxruntime-fp32,onnxruntime-fp16 --out-dir "$OUT_DIR"
+# The light network (model=light): the real-time candidate, at the sizes video uses.
+run 90 $PY bench/inference.py --device cuda --model light --sizes 1024,1920x1080 --repeats 10 --warmup 3 \
+  --runtimes eager-fp32-cl,eager-bf16-cl,onnxruntime-fp32,onnxruntime-fp16 --out-dir "$OUT_DIR"
