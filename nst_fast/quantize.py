@@ -410,11 +410,11 @@ def quantize_int8(
     ``None`` for one-input models). Keeps the metadata (``metadata_props``, doc string) of the float model,
     with the entries of ``metadata`` replaced or added.
 
-    What is quantised (measured, bench/README.md): every conv except the first ``FLOAT_CONVS``, with the output channels of each conv that feeds an
-    instance norm equalised first (``equalise_before_norms``); the last conv's output range clipped to
-    ``OUTPUT_LOGIT_RANGE`` (it feeds the sigmoid); padding, sub-pixel interleaves and the ReLUs before quantised
-    convs moved into uint8 (``move_quantisation_across_data_movement``). Instance norms, residual additions
-    and the sigmoid stay float32 (ONNX Runtime's CPU provider has no int8 kernels for them).
+    What is quantised (measured, bench/README.md): every conv except the first ``FLOAT_CONVS``, with the output
+    channels of each conv that feeds an instance norm equalised first (``equalise_before_norms``); the last
+    conv's output range clipped to ``OUTPUT_LOGIT_RANGE`` (it feeds the sigmoid); padding, sub-pixel interleaves
+    and the ReLUs before quantised convs moved into uint8 (``move_quantisation_across_data_movement``). Instance
+    norms, residual additions and the sigmoid stay float32 (ONNX Runtime's CPU provider has no int8 kernels for them).
     Returns a summary (counts of what was done) for the log."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

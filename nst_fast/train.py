@@ -22,7 +22,7 @@ from nst_fast.checkpoint_io import AtomicCheckpointIO
 from nst_fast.config import StyleSpec, style_specs, uses_identity, validate_train_config
 from nst_fast.data import ContentDataModule, load_style_image
 from nst_fast.errors import ConfigError, MissingFileError, NstFastError
-from nst_fast.models.transformer import TransformerNet, add_conditions
+from nst_fast.models.transformer import TransformerNet, add_conditions, architecture
 from nst_fast.module import StyleTransferModule
 from nst_fast.perceptual import PerceptualLoss
 
@@ -85,11 +85,8 @@ class NetworkPlan:
 
 
 def _model_config(cfg: DictConfig) -> dict[str, int | bool]:
-    """The network's architecture as ``TransformerNet.config`` records it (without ``num_conditions``)."""
-    config: dict[str, int | bool] = {"base_channels": cfg.model.base_channels, "residual_blocks": cfg.model.residual_blocks}
-    if cfg.model.get("separable", False):
-        config["separable"] = True
-    return config
+    """The configured network's architecture as ``TransformerNet.config`` records it (without ``num_conditions``)."""
+    return architecture(cfg.model.base_channels, cfg.model.residual_blocks, cfg.model.get("separable", False))
 
 
 def plan_network(cfg: DictConfig) -> NetworkPlan:

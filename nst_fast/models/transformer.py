@@ -179,6 +179,15 @@ def _rename_plain_decoder_keys(state_dict: dict, prefix: str, *args: object) -> 
                 break
 
 
+def architecture(base_channels: int, residual_blocks: int, separable: bool = False) -> dict[str, int | bool]:
+    """``TransformerNet.config`` without ``num_conditions``: the architecture as checkpoints record it.
+    ``separable`` appears only when true, so that checkpoints of the default network read as before."""
+    config: dict[str, int | bool] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
+    if separable:
+        config["separable"] = True
+    return config
+
+
 class TransformerNet(nn.Module):
     """Feed-forward style network: RGB ``[B, 3, H, W]`` in [0, 1] -> stylised RGB of the same shape in [0, 1].
 
@@ -205,9 +214,7 @@ class TransformerNet(nn.Module):
                 f"base_channels and num_conditions must be >= 1 and residual_blocks >= 0, got {base_channels}, "
                 f"{num_conditions} and {residual_blocks}"
             )
-        self.config: dict[str, int | bool] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
-        if separable:  # only then, so that checkpoints of the default network read the same as before
-            self.config["separable"] = True
+        self.config = architecture(base_channels, residual_blocks, separable)
         if num_conditions > 1:
             self.config["num_conditions"] = num_conditions
         self.num_conditions = num_conditions
