@@ -46,7 +46,9 @@ def cpu_flags() -> list[str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx512_bf16", "avx512_fp16", "amx", "avx512f", "avx2")))
+                return sorted(
+                    f for f in flags if f.startswith(("avx512_bf16", "avx512_fp16", "amx", "avx512f", "avx2"))
+                )
     except OSError:
         pass
     return []
@@ -159,9 +161,11 @@ def write_record(name: str, record: dict[str, Any], out_dir: str | os.PathLike |
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        [f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -210,7 +214,9 @@ class ResidualBlock(nn.Module):
 class UpsampleConvLayer(nn.Module):
     """Upsamples the input and then does a convolution (instead of ConvTranspose2d)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, upsample: int | None = None) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, upsample: int | None = None
+    ) -> None:
         super().__init__()
         self.upsample = upsample
         reflection_padding = kernel_size // 2
@@ -327,8 +333,14 @@ class ExampleTrainer:
     four layers, summed, Adam lr 1e-3. ``style``: ``[1, 3, H, W]`` in [0, 1]."""
 
     def __init__(
-        self, vgg_features: nn.Sequential, style: Tensor, batch_size: int, device: torch.device,
-        content_weight: float = 1e5, style_weight: float = 1e10, lr: float = 1e-3,
+        self,
+        vgg_features: nn.Sequential,
+        style: Tensor,
+        batch_size: int,
+        device: torch.device,
+        content_weight: float = 1e5,
+        style_weight: float = 1e10,
+        lr: float = 1e-3,
     ) -> None:
         self.transformer = ExampleTransformerNet().to(device)
         self.optimizer = torch.optim.Adam(self.transformer.parameters(), lr)
@@ -352,7 +364,7 @@ class ExampleTrainer:
         features_x = self.vgg(x)
         content_loss = self.content_weight * self.mse_loss(features_y.relu2_2, features_x.relu2_2)
         style_loss = 0.0
-        for ft_y, gm_s in zip(features_y, self.gram_style):
+        for ft_y, gm_s in zip(features_y, self.gram_style, strict=False):
             gm_y = example_gram_matrix(ft_y)
             style_loss += self.mse_loss(gm_y, gm_s[:n_batch, :, :])
         style_loss *= self.style_weight
@@ -397,7 +409,13 @@ def plain_layers(network: nn.Module) -> nn.Module:
     for module in list(network.modules()):
         for name, child in module.named_children():
             if isinstance(child, UpsampleConv2d):
-                setattr(module, name, nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), plain_conv(child)))
+                setattr(
+                    module,
+                    name,
+                    nn.Sequential(
+                        nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), plain_conv(child)
+                    ),
+                )
             elif isinstance(child, SpaceToDepthConv2d):
                 setattr(module, name, nn.Sequential(nn.ReflectionPad2d(child.kernel_size[0] // 2), plain_conv(child)))
     return network

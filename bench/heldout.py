@@ -55,7 +55,7 @@ def load_photos(folder: str | Path, size: int) -> list[Tensor]:
 
 
 def build_loss(vgg_weights: str, loss: str = "vgg16_hed") -> PerceptualLoss:
-    """The configured objective ``loss=<loss>`` with the given VGG weights (``none``: random, for tests)."""
+    """The configured objective ``loss=<loss>`` with the given VGG weights (``random``: random, for tests)."""
     from hydra.utils import instantiate
 
     cfg = common_config([f"loss={loss}", f"loss.weights={vgg_weights}"])
@@ -63,13 +63,9 @@ def build_loss(vgg_weights: str, loss: str = "vgg16_hed") -> PerceptualLoss:
 
 
 def common_config(overrides: Sequence[str]):
-    from hydra import compose, initialize_config_dir
+    from nst_fast.config import compose
 
-    from nst_fast.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose("train", list(overrides))
 
 
 def condition_weights(info: CheckpointInfo, style_weights: Sequence[float]) -> Tensor | None:
@@ -109,14 +105,17 @@ def onnx_stylise(path: str | Path, style_weights: Sequence[float]) -> Stylise:
     return run
 
 
-def evaluate_onnx(path: str | Path, checkpoint: str | Path, loss: PerceptualLoss, photos: list[Tensor],
-                  style_size: int | None = None) -> dict[str, Any]:
+def evaluate_onnx(
+    path: str | Path, checkpoint: str | Path, loss: PerceptualLoss, photos: list[Tensor], style_size: int | None = None
+) -> dict[str, Any]:
     """Per style of ``checkpoint`` (which ``path`` was exported from): held-out costs of the ONNX model's outputs."""
     _, info = load_transformer(checkpoint)
     evaluator = Evaluator.create(loss, photos, style_images_of(info, style_size))
     count = len(info.styles)
-    styles = {name: evaluator.costs(onnx_stylise(path, [float(i == index) for i in range(count)]), name)
-              for index, name in enumerate(info.style_names)}
+    styles = {
+        name: evaluator.costs(onnx_stylise(path, [float(i == index) for i in range(count)]), name)
+        for index, name in enumerate(info.style_names)
+    }
     return {"onnx": str(path), "checkpoint": str(checkpoint), "styles": styles}
 
 
@@ -165,8 +164,9 @@ def style_images_of(info: CheckpointInfo, size: int | None = None) -> dict[str, 
     return {style["name"]: load_style_image(style["image"], size or int(style["size"])) for style in info.styles}
 
 
-def evaluate_checkpoint(path: str | Path, loss: PerceptualLoss, photos: list[Tensor], style_size: int | None = None
-                        ) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str | Path, loss: PerceptualLoss, photos: list[Tensor], style_size: int | None = None
+) -> dict[str, Any]:
     """Per style of the checkpoint: held-out costs of that style alone; with the identity, PSNR at strength 0."""
     network, info = load_transformer(path)
     evaluator = Evaluator.create(loss, photos, style_images_of(info, style_size))
@@ -183,13 +183,20 @@ def evaluate_checkpoint(path: str | Path, loss: PerceptualLoss, photos: list[Ten
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="held-out photos (default ../shared/photos)")
-    parser.add_argument("--vgg-weights", default=str(DEFAULT_WEIGHTS), help="loss network weights (or none)")
+    parser.add_argument(
+        "--photos", type=Path, default=DEFAULT_PHOTOS, help="held-out photos (default ../shared/photos)"
+    )
+    parser.add_argument("--vgg-weights", default=str(DEFAULT_WEIGHTS), help="loss network weights (or random)")
     parser.add_argument("--loss", default="vgg16_hed", help="loss config the costs are measured with")
     parser.add_argument("--size", type=int, default=256, help="shorter side of the photos in pixels (default 256)")
     parser.add_argument("--style-size", type=int, default=None, help="style image size (default: as trained)")
-    parser.add_argument("--onnx", nargs="+", type=Path, default=[],
-                        help="exported ONNX models of the (one) checkpoint: their held-out costs too")
+    parser.add_argument(
+        "--onnx",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="exported ONNX models of the (one) checkpoint: their held-out costs too",
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out-dir", default=None)
     args = parser.parse_args(argv)
@@ -199,21 +206,42 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.onnx and len(args.checkpoints) != 1:
         raise SystemExit("--onnx needs exactly one checkpoint: the one the ONNX models were exported from")
     results = [evaluate_checkpoint(path, loss, photos, args.style_size) for path in args.checkpoints]
-    rows = [[Path(r["checkpoint"]).parent.parent.name, r["step"], name, c["style"], c["content"], c["total"]]
-            for r in results for name, c in r["styles"].items()]
+    rows = [
+        [Path(r["checkpoint"]).parent.parent.name, r["step"], name, c["style"], c["content"], c["total"]]
+        for r in results
+        for name, c in r["styles"].items()
+    ]
     print(common.table(rows, ["run", "step", "style", "style cost", "content cost", "total"]))
     onnx_results = [evaluate_onnx(path, args.checkpoints[0], loss, photos, args.style_size) for path in args.onnx]
     if onnx_results:
         eager = results[0]["styles"]
-        rows = [[Path(r["onnx"]).name, name, c["style"], f"{c['style'] / eager[name]['style'] - 1:+.2%}", c["content"],
-                 f"{c['content'] / eager[name]['content'] - 1:+.2%}"]
-                for r in onnx_results for name, c in r["styles"].items()]
-        print(common.table(rows, ["onnx model", "style", "style cost", "vs checkpoint", "content cost", "vs checkpoint"]))
+        rows = [
+            [
+                Path(r["onnx"]).name,
+                name,
+                c["style"],
+                f"{c['style'] / eager[name]['style'] - 1:+.2%}",
+                c["content"],
+                f"{c['content'] / eager[name]['content'] - 1:+.2%}",
+            ]
+            for r in onnx_results
+            for name, c in r["styles"].items()
+        ]
+        print(
+            common.table(rows, ["onnx model", "style", "style cost", "vs checkpoint", "content cost", "vs checkpoint"])
+        )
     for r in results:
         if "identity_psnr_db" in r:
             print(f"{r['checkpoint']}: identity (strength 0) PSNR {r['identity_psnr_db']:.2f} dB")
-    record = {"machine": common.machine_info(torch.device("cpu")), "photos": str(args.photos), "size": args.size,
-              "loss": args.loss, "vgg_weights": args.vgg_weights, "results": results, "onnx_results": onnx_results}
+    record = {
+        "machine": common.machine_info(torch.device("cpu")),
+        "photos": str(args.photos),
+        "size": args.size,
+        "loss": args.loss,
+        "vgg_weights": args.vgg_weights,
+        "results": results,
+        "onnx_results": onnx_results,
+    }
     record["record_path"] = str(common.write_record("heldout", record, args.out_dir))
     return record
 

@@ -9,8 +9,8 @@ and the PyTorch example, nearest upsample + reflection pad + conv, float32, cont
 ``common.plain_layers``), ``eager-fp32`` (``TransformerNet`` as it is, with its exact sub-pixel layers),
 ``eager-fp32-cl`` (channels_last), ``eager-bf16-cl`` (bf16 autocast + channels_last), ``torchscript``
 (``torch.jit.trace`` + ``torch.jit.freeze``), ``onnxruntime-fp32`` (and ``onnxruntime-fp16`` with CUDA),
-``onnxruntime-int8`` (the fp32 export quantised by ``nst_fast.quantize.quantize_int8``, calibrated on the bundled
-content photos at ``--int8-calibration-size``, as ``export.int8=true`` does; CPU) and ``compile``
+``onnxruntime-int8`` (the fp32 export quantised by ``nst_fast.export.quantize.quantize_int8``, calibrated on the bundled
+content photos at ``--int8-calibration-size``, as ``export.int8.enabled=true`` does; CPU) and ``compile``
 (``torch.compile``, with ``--compile``). All runtimes of one size are timed alternately; each row gives the
 median latency, its ratio to the reference (speed-up, > 1 is faster) and the max |difference| of its output to
 the reference's (images in [0, 1]) and its PSNR. Weights are random, in the architecture of
@@ -39,8 +39,17 @@ import common  # noqa: E402
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
 REFERENCE = "eager-fp32-plain"
-RUNTIMES = (REFERENCE, "eager-fp32", "eager-fp32-cl", "eager-bf16-cl", "torchscript", "onnxruntime-fp32", "onnxruntime-fp16",
-            "onnxruntime-int8", "compile")
+RUNTIMES = (
+    REFERENCE,
+    "eager-fp32",
+    "eager-fp32-cl",
+    "eager-bf16-cl",
+    "torchscript",
+    "onnxruntime-fp32",
+    "onnxruntime-fp16",
+    "onnxruntime-int8",
+    "compile",
+)
 
 
 def model_config(name: str) -> dict[str, Any]:
@@ -65,15 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads and ORT intra-op threads (0: default)")
-    p.add_argument("--runtimes", default="eager-fp32,eager-fp32-cl,eager-bf16-cl,torchscript,onnxruntime-fp32",
-                   help=f"comma-separated, from {', '.join(RUNTIMES)}; {REFERENCE} is always run (the reference). "
-                        "onnxruntime-fp16 needs CUDA")
+    p.add_argument(
+        "--runtimes",
+        default="eager-fp32,eager-fp32-cl,eager-bf16-cl,torchscript,onnxruntime-fp32",
+        help=f"comma-separated, from {', '.join(RUNTIMES)}; {REFERENCE} is always run (the reference). "
+        "onnxruntime-fp16 needs CUDA",
+    )
     p.add_argument("--compile", action="store_true", help="add the torch.compile runtime")
-    p.add_argument("--checkpoint", default=None, help="a trained single-style checkpoint's weights instead of random ones")
-    p.add_argument("--model", default="johnson",
-                   help="the random network's architecture: a config of conf/model/ (johnson, light); --checkpoint sets its own")
-    p.add_argument("--int8-calibration-size", type=int, default=512,
-                   help="onnxruntime-int8: side of the calibration squares (export.int8_calibration_size)")
+    p.add_argument(
+        "--checkpoint", default=None, help="a trained single-style checkpoint's weights instead of random ones"
+    )
+    p.add_argument(
+        "--model",
+        default="johnson",
+        help="the random network's architecture: a config of conf/model/ (johnson, light); --checkpoint sets its own",
+    )
+    p.add_argument(
+        "--int8-calibration-size",
+        type=int,
+        default=512,
+        help="onnxruntime-int8: side of the calibration squares (export.int8.size)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where the JSON record goes (default bench/results/)")
     return p
@@ -141,8 +162,15 @@ def export_onnx(net: torch.nn.Module, path: Path, fp16: bool = False) -> None:
     from torch.export import Dim
 
     dims = {0: Dim("batch", min=1), 2: Dim("height", min=5), 3: Dim("width", min=5)}
-    program = torch.onnx.export(net.eval(), (torch.rand(2, 3, 64, 96),), dynamo=True, dynamic_shapes=(dims,),
-                                input_names=["image"], output_names=["stylized"], external_data=False)
+    program = torch.onnx.export(
+        net.eval(),
+        (torch.rand(2, 3, 64, 96),),
+        dynamo=True,
+        dynamic_shapes=(dims,),
+        input_names=["image"],
+        output_names=["stylized"],
+        external_data=False,
+    )
     program.save(str(path), external_data=False)
 
 
@@ -153,16 +181,20 @@ def onnxruntime_runner(net: torch.nn.Module, device: torch.device, workdir: Path
     return onnx_session_runner(path, device, threads)
 
 
-def onnxruntime_int8_runner(net: torch.nn.Module, device: torch.device, workdir: Path, threads: int, calibration_size: int):
-    """The int8 model as ``export.int8=true`` writes it (default settings), on the CPU provider."""
-    from nst_fast.export import Int8Settings, default_calibration_folder
-    from nst_fast.quantize import calibration_files, calibration_photo, quantize_int8
+def onnxruntime_int8_runner(
+    net: torch.nn.Module, device: torch.device, workdir: Path, threads: int, calibration_size: int
+):
+    """The int8 model as ``export.int8.enabled=true`` writes it (default settings), on the CPU provider."""
+    from nst_fast.assets import content_folder
+    from nst_fast.export import Int8Settings
+    from nst_fast.export.calibration import calibration_files, calibration_photo
+    from nst_fast.export.quantize import quantize_int8
 
     if device.type != "cpu":
         raise RuntimeError("the int8 model targets the CPU provider")
     float_path = workdir / "net.int8-source.onnx"
     export_onnx(net.cpu(), float_path)
-    files = calibration_files(default_calibration_folder(), Int8Settings().calibration_photos)
+    files = calibration_files(content_folder(), Int8Settings().photos)
     photos = [calibration_photo(file, calibration_size) for file in files]
     quantize_int8(float_path, workdir / "net.int8.onnx", photos, method=Int8Settings().method)
     return onnx_session_runner(workdir / "net.int8.onnx", device, threads)
@@ -209,8 +241,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "onnxruntime-int8" in runtimes and device.type != "cpu":
         runtimes.remove("onnxruntime-int8")
         print("# onnxruntime-int8 skipped: it targets the CPU")
-    print(f"# {info['cpu_model']} | torch {info['torch_version']} | {info['torch_threads']} threads | {device}"
-          + (f" | {info.get('cuda_device')}" if device.type == "cuda" else ""))
+    print(
+        f"# {info['cpu_model']} | torch {info['torch_version']} | {info['torch_threads']} threads | {device}"
+        + (f" | {info.get('cuda_device')}" if device.type == "cuda" else "")
+    )
 
     from nst_fast.models.transformer import TransformerNet
 
@@ -220,8 +254,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         trained, trained_info = load_transformer(args.checkpoint)
         if trained.num_conditions != 1:
-            raise SystemExit(f"--checkpoint {args.checkpoint}: a single-style network is needed (the runtimes take one input)")
-        print(f"# weights: {args.checkpoint} (style {'+'.join(trained_info.style_names)}, step {trained_info.global_step})")
+            raise SystemExit(
+                f"--checkpoint {args.checkpoint}: a single-style network is needed (the runtimes take one input)"
+            )
+        print(
+            f"# weights: {args.checkpoint} (style {'+'.join(trained_info.style_names)}, step {trained_info.global_step})"
+        )
 
     def new_net() -> torch.nn.Module:
         if trained is not None:
@@ -262,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             elif name == "onnxruntime-fp16":
                 runners[name] = onnxruntime_runner(new_net(), device, workdir, args.threads, fp16=True)
             elif name == "onnxruntime-int8":
-                runners[name] = onnxruntime_int8_runner(new_net(), device, workdir, args.threads, args.int8_calibration_size)
+                runners[name] = onnxruntime_int8_runner(
+                    new_net(), device, workdir, args.threads, args.int8_calibration_size
+                )
         except Exception as error:  # noqa: BLE001 - a runtime that cannot be built is reported, not fatal
             errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             print(f"# {name} unavailable: {errors[name]}")
@@ -272,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.manual_seed(args.seed + 1)
         x = torch.rand(args.batch, 3, height, width, device=device)
         outputs = {name: run(x) for name, run in runners.items()}  # also a warm-up
-        fns = {name: (lambda run=run: run(x)) for name, run in runners.items()}
+        fns = {name: (lambda run=run, x=x: run(x)) for name, run in runners.items()}
         times = common.interleaved(fns, args.repeats, max(0, args.warmup - 1), device)
         ref_median = statistics.median(times[REFERENCE])
         label = f"{width}x{height}" if width != height else str(width)
@@ -283,14 +323,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             diff = float(error.abs().max())
             mse = float(error.square().mean())
             psnr = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
-            results.append({"size": label, "height": height, "width": width, "batch": args.batch, "runtime": name, **s,
-                            "speedup_vs_reference": ref_median / s["median_s"], "max_abs_diff_vs_reference": diff,
-                            "psnr_db_vs_reference": psnr})
+            results.append(
+                {
+                    "size": label,
+                    "height": height,
+                    "width": width,
+                    "batch": args.batch,
+                    "runtime": name,
+                    **s,
+                    "speedup_vs_reference": ref_median / s["median_s"],
+                    "max_abs_diff_vs_reference": diff,
+                    "psnr_db_vs_reference": psnr,
+                }
+            )
             rows.append([name, s["median_s"] * 1e3, f"{ref_median / s['median_s']:.2f}x", f"{diff:.1e}", f"{psnr:.1f}"])
         print(f"\n{label} (batch {args.batch})")
         print(common.table(rows, ["runtime", "median ms", f"vs {REFERENCE}", "max |diff|", "PSNR dB"]))
 
-    record = {"machine": info, "config": vars(args), "reference": REFERENCE, "runtimes": runtimes, "unavailable": errors, "results": results}
+    record = {
+        "machine": info,
+        "config": vars(args),
+        "reference": REFERENCE,
+        "runtimes": runtimes,
+        "unavailable": errors,
+        "results": results,
+    }
     path = common.write_record("inference", record, args.out_dir)
     print(f"\nrecord: {path}")
     record["record_path"] = str(path)

@@ -57,11 +57,16 @@ def strength_ramp(multi: Path, loss, photos, strengths: Sequence[float] = STRENG
     count = len(info.styles)
     ramps = {}
     for index, name in enumerate(info.style_names):
-        costs = [evaluator.costs(heldout.stylise_with(network, info, [s * (i == index) for i in range(count)]), name)
-                 for s in strengths]
+        costs = [
+            evaluator.costs(heldout.stylise_with(network, info, [s * (i == index) for i in range(count)]), name)
+            for s in strengths
+        ]
         styles = [c["style"] for c in costs]
-        ramps[name] = {"strengths": list(strengths), "costs": costs,
-                       "style_falls_monotonically": all(a > b for a, b in zip(styles, styles[1:]))}
+        ramps[name] = {
+            "strengths": list(strengths),
+            "costs": costs,
+            "style_falls_monotonically": all(a > b for a, b in zip(styles, styles[1:], strict=False)),
+        }
     return {"ramps": ramps, "identity_psnr_db": evaluator.mean_psnr(heldout.stylise_with(network, info, [0.0] * count))}
 
 
@@ -80,7 +85,7 @@ def finetune_curve(run: Path, scratch: Path, loss, photos) -> dict[str, Any]:
     """Held-out costs of the fine-tuned style at each saved step, against a network trained from scratch for it;
     the first step at which both costs are at or below the scratch network's, and the wall time to it."""
     scratch_result = heldout.evaluate_checkpoint(scratch, loss, photos)
-    (name, target), = scratch_result["styles"].items()
+    ((name, target),) = scratch_result["styles"].items()
     start = _training_start(run)
     points = []
     steps = sorted(run.glob("checkpoints/step_*.ckpt"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
@@ -92,8 +97,13 @@ def finetune_curve(run: Path, scratch: Path, loss, photos) -> dict[str, Any]:
         points.append({"step": int(re.findall(r"\d+", path.stem)[0]), "minutes": minutes, **costs})
     reached = next((p for p in points if p["style"] <= target["style"] and p["content"] <= target["content"]), None)
     reached_total = next((p for p in points if p["total"] <= target["total"]), None)
-    return {"style": name, "scratch": {**target, "step": scratch_result["step"]}, "points": points,
-            "reached_both": reached, "reached_total": reached_total}
+    return {
+        "style": name,
+        "scratch": {**target, "step": scratch_result["step"]},
+        "points": points,
+        "reached_both": reached,
+        "reached_total": reached_total,
+    }
 
 
 def _label(image: Image.Image, text: str) -> Image.Image:
@@ -103,8 +113,9 @@ def _label(image: Image.Image, text: str) -> Image.Image:
     return image
 
 
-def contact_sheet(multi: Path, photos_dir: Path, out: Path, size: int = 192, columns: int = 5,
-                  blend: tuple[str, str] | None = None) -> Path:
+def contact_sheet(
+    multi: Path, photos_dir: Path, out: Path, size: int = 192, columns: int = 5, blend: tuple[str, str] | None = None
+) -> Path:
     """Rows: the photos, each style, a 50/50 blend of two styles; last row: one photo at strengths 0 .. 1 of the
     first style. Each tile ``size`` px high (photos centre-cropped square)."""
     network, info = load_transformer(multi)
@@ -125,8 +136,12 @@ def contact_sheet(multi: Path, photos_dir: Path, out: Path, size: int = 192, col
         rows.append((f"{blend[0]} + {blend[1]}", [heldout.stylise_with(network, info, weights)(t) for t in tiles]))
     if info.identity:
         ramp = [column / (columns - 1) for column in range(columns)]
-        rows.append((f"{info.style_names[0]} strength 0..1",
-                     [heldout.stylise_with(network, info, [s] + [0.0] * (count - 1))(tiles[0]) for s in ramp]))
+        rows.append(
+            (
+                f"{info.style_names[0]} strength 0..1",
+                [heldout.stylise_with(network, info, [s] + [0.0] * (count - 1))(tiles[0]) for s in ramp],
+            )
+        )
     sheet = Image.new("RGB", (columns * (size + 4) + 4, len(rows) * (size + 4) + 4), (255, 255, 255))
     for r, (label, images) in enumerate(rows):
         for c, tensor in enumerate(images):
@@ -140,14 +155,23 @@ def contact_sheet(multi: Path, photos_dir: Path, out: Path, size: int = 192, col
     return out
 
 
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--multi", type=Path, required=True, help="checkpoint of the multi-style network")
-    parser.add_argument("--single", action="append", default=[], metavar="NAME=CKPT",
-                        help="a single-style network to compare the multi-style one with (repeat)")
-    parser.add_argument("--finetune-run", type=Path, action="append", default=[],
-                        help="run folder of a fine-tuning run (its step_*.ckpt); repeat to compare several")
+    parser.add_argument(
+        "--single",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="a single-style network to compare the multi-style one with (repeat)",
+    )
+    parser.add_argument(
+        "--finetune-run",
+        type=Path,
+        action="append",
+        default=[],
+        help="run folder of a fine-tuning run (its step_*.ckpt); repeat to compare several",
+    )
     parser.add_argument("--scratch", type=Path, help="from-scratch single-style network of the fine-tuned style")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet (JPEG) here")
     parser.add_argument("--photos", type=Path, default=heldout.DEFAULT_PHOTOS)
@@ -161,36 +185,67 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     photos = heldout.load_photos(args.photos, args.size)
     loss = heldout.build_loss(args.vgg_weights, args.loss)
     singles = dict(spec.split("=", 1) for spec in args.single)
-    record: dict[str, Any] = {"machine": common.machine_info(torch.device("cpu")), "photos": str(args.photos),
-                              "size": args.size, "loss": args.loss}
+    record: dict[str, Any] = {
+        "machine": common.machine_info(torch.device("cpu")),
+        "photos": str(args.photos),
+        "size": args.size,
+        "loss": args.loss,
+    }
 
     comparison = compare_with_singles(args.multi, {k: Path(v) for k, v in singles.items()}, loss, photos)
     record["comparison"] = comparison
     rows = []
     for row in comparison:
         single = row.get("single", {})
-        rows.append([row["style"], row["multi"]["style"], single.get("style", "-"), row["multi"]["content"],
-                     single.get("content", "-"), row["multi"]["total"], single.get("total", "-")])
-    print(common.table(rows, ["style", "style multi", "style single", "content multi", "content single",
-                              "total multi", "total single"]))
+        rows.append(
+            [
+                row["style"],
+                row["multi"]["style"],
+                single.get("style", "-"),
+                row["multi"]["content"],
+                single.get("content", "-"),
+                row["multi"]["total"],
+                single.get("total", "-"),
+            ]
+        )
+    print(
+        common.table(
+            rows,
+            ["style", "style multi", "style single", "content multi", "content single", "total multi", "total single"],
+        )
+    )
 
     ramp = strength_ramp(args.multi, loss, photos)
     record["strength"] = ramp
     print(f"\nstrength 0 (identity) PSNR against the photos: {ramp['identity_psnr_db']:.2f} dB")
-    print(common.table(
-        [[name, *[c["style"] for c in r["costs"]], r["style_falls_monotonically"]] for name, r in ramp["ramps"].items()],
-        ["style cost at strength", *[f"{s:g}" for s in STRENGTHS], "falls monotonically"],
-    ))
+    print(
+        common.table(
+            [
+                [name, *[c["style"] for c in r["costs"]], r["style_falls_monotonically"]]
+                for name, r in ramp["ramps"].items()
+            ],
+            ["style cost at strength", *[f"{s:g}" for s in STRENGTHS], "falls monotonically"],
+        )
+    )
 
     record["finetune"] = {}
     for run in args.finetune_run if args.scratch else []:
         curve = finetune_curve(run, args.scratch, loss, photos)
         record["finetune"][run.name] = curve
         scratch = curve["scratch"]
-        print(f"\nfine-tuning {curve['style']} ({run.name}): from scratch (step {scratch['step']}) style "
-              f"{scratch['style']:.4g}, content {scratch['content']:.4g}, total {scratch['total']:.4g}")
-        print(common.table([[p["step"], p["minutes"] if p["minutes"] is not None else "-", p["style"], p["content"],
-                             p["total"]] for p in curve["points"]], ["step", "minutes", "style", "content", "total"]))
+        print(
+            f"\nfine-tuning {curve['style']} ({run.name}): from scratch (step {scratch['step']}) style "
+            f"{scratch['style']:.4g}, content {scratch['content']:.4g}, total {scratch['total']:.4g}"
+        )
+        print(
+            common.table(
+                [
+                    [p["step"], p["minutes"] if p["minutes"] is not None else "-", p["style"], p["content"], p["total"]]
+                    for p in curve["points"]
+                ],
+                ["step", "minutes", "style", "content", "total"],
+            )
+        )
         for key in ("reached_both", "reached_total"):
             point = curve[key]
             print(f"{key}: " + (f"step {point['step']}" if point else "not within the saved steps"))

@@ -30,10 +30,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -97,10 +98,20 @@ def summarize(
     }
 
 
-COLUMNS = [("clients", "clients"), ("requests", "requests"), ("images", "200"), ("rejected_503", "503"),
-           ("errors", "errors"), ("throughput_per_s", "images/s"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"),
-           ("p99_ms", "p99 ms"), ("healthz_worst_ms", "/healthz worst ms"), ("healthz_failures", "/healthz failed"),
-           ("server_peak_rss_mb", "server peak RSS MB")]
+COLUMNS = [
+    ("clients", "clients"),
+    ("requests", "requests"),
+    ("images", "200"),
+    ("rejected_503", "503"),
+    ("errors", "errors"),
+    ("throughput_per_s", "images/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("healthz_worst_ms", "/healthz worst ms"),
+    ("healthz_failures", "/healthz failed"),
+    ("server_peak_rss_mb", "server peak RSS MB"),
+]
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -117,8 +128,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 def load_photos(folder: Path | None, size: int, limit: int = 16) -> list[bytes]:
     """JPEG bytes of up to ``limit`` photos from ``folder``, centre-cropped and resized to ``size`` x ``size``
     (a synthetic gradient when no folder is given)."""
-    sources = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit] \
-        if folder else []
+    sources = (
+        sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit] if folder else []
+    )
     images = [ImageOps.fit(ImageOps.exif_transpose(Image.open(p)).convert("RGB"), (size, size)) for p in sources]
     if not images:
         images = [Image.linear_gradient("L").resize((size, size)).convert("RGB")]
@@ -154,9 +166,20 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nst_fast.serve", "--model", str(model), "--port", str(self.port),
-             "--log-level", "warning", *server_args],
-            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            [
+                sys.executable,
+                "-m",
+                "nst_fast.serve",
+                "--model",
+                str(model),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *server_args,
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -217,8 +240,9 @@ def check_answer(response: httpx.Response, size: int) -> tuple[bool, str]:
     return got == (size, size), f"200 with an image of {got[0]}x{got[1]}, sent {size}x{size}"
 
 
-async def drive(url: str, clients: int, duration_s: float, photos: list[bytes], size: int,
-                fields: dict[str, str]) -> tuple[list[Outcome], float]:
+async def drive(
+    url: str, clients: int, duration_s: float, photos: list[bytes], size: int, fields: dict[str, str]
+) -> tuple[list[Outcome], float]:
     """``clients`` loops posting photos until ``duration_s`` has passed; requests under way then are awaited."""
     outcomes: list[Outcome] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -233,8 +257,9 @@ async def drive(url: str, clients: int, duration_s: float, photos: list[bytes], 
                 n += clients
                 sent = time.perf_counter()
                 try:
-                    response = await http.post("/v1/stylize", files={"image": ("photo.jpg", photo, "image/jpeg")},
-                                               data=fields)
+                    response = await http.post(
+                        "/v1/stylize", files={"image": ("photo.jpg", photo, "image/jpeg")}, data=fields
+                    )
                     ok, problem = check_answer(response, size)
                     outcomes.append(Outcome(response.status_code, time.perf_counter() - sent, ok, problem))
                 except httpx.HTTPError as error:
@@ -313,8 +338,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     record = {
         "machine": machine(),
-        "config": {"model": str(args.model) if args.model else None, "url": args.url, "duration_s": args.duration,
-                   "size": args.size, "photos": len(photos), "style": args.style, "server_args": args.server_args},
+        "config": {
+            "model": str(args.model) if args.model else None,
+            "url": args.url,
+            "duration_s": args.duration,
+            "size": args.size,
+            "photos": len(photos),
+            "style": args.style,
+            "server_args": args.server_args,
+        },
         "command": " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["bench/serve_load.py", *argv])),
         "results": rows,
     }

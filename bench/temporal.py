@@ -66,8 +66,14 @@ MOTIONS: dict[str, tuple[float, float]] = {"still": (0.0, 0.0), "whole": (1.0, 2
 Stylise = Callable[[Tensor], Tensor]
 
 
-def pan_sequence(photo: Tensor, step: tuple[float, float], frames: int, margin: int, noise_std: float,
-                 generator: torch.Generator | None = None) -> Tensor:
+def pan_sequence(
+    photo: Tensor,
+    step: tuple[float, float],
+    frames: int,
+    margin: int,
+    noise_std: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """``frames`` views of ``photo`` (``[1, 3, H, W]`` in [0, 1]) through a window ``margin`` px inside its edges,
     moved by ``step`` ``(dy, dx)`` px per frame, resampled bilinearly, each with its own Gaussian noise of std
     ``noise_std`` ([0, 1] units), clamped. Returns ``[frames, 3, H - 2 margin, W - 2 margin]``.
@@ -75,12 +81,14 @@ def pan_sequence(photo: Tensor, step: tuple[float, float], frames: int, margin: 
     height, width = photo.shape[-2:]
     travel = (frames - 1) * max(abs(step[0]), abs(step[1]))
     if travel > margin or min(height, width) <= 2 * margin:
-        raise ValueError(f"a {height}x{width} photo cannot hold {frames} frames moving {step} px inside a {margin} px "
-                         "margin: use fewer frames, a smaller step or a larger photo")
+        raise ValueError(
+            f"a {height}x{width} photo cannot hold {frames} frames moving {step} px inside a {margin} px "
+            "margin: use fewer frames, a smaller step or a larger photo"
+        )
     sequence = []
     for k in range(frames):
         moved, _ = translate(photo, torch.tensor([[k * step[0], k * step[1]]]))
-        window = moved[:, :, margin:height - margin, margin:width - margin]
+        window = moved[:, :, margin : height - margin, margin : width - margin]
         noise = torch.randn(window.shape, generator=generator) * noise_std
         sequence.append((window + noise).clamp(0.0, 1.0))
     return torch.cat(sequence)
@@ -121,9 +129,16 @@ class Flicker:
         return {"input_rms": input_rms, "output_rms": output_rms, "flicker_ratio": ratio}
 
 
-def known_motion_flicker(stylise: Stylise, photos: Sequence[Tensor], motions: dict[str, tuple[float, float]] = MOTIONS,
-                         frames: int = 5, margin: int = 8, border: int = 8, noise_std: float = 3 / 255,
-                         seed: int = 0) -> dict[str, dict[str, float]]:
+def known_motion_flicker(
+    stylise: Stylise,
+    photos: Sequence[Tensor],
+    motions: dict[str, tuple[float, float]] = MOTIONS,
+    frames: int = 5,
+    margin: int = 8,
+    border: int = 8,
+    noise_std: float = 3 / 255,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """Flicker ratio (module docstring) per motion and pooled over all (``"all"``), for ``stylise`` on pan
     sequences of ``photos``. The frames depend only on ``seed``, not on the network."""
     generator = torch.Generator().manual_seed(seed)
@@ -195,13 +210,23 @@ def video_warping_error(stylise: Stylise, frames: Sequence[Tensor], preset: str 
         count += int(mask.sum()) * 3
         pixels += mask.size
     flicker = Flicker(input_squared, output_squared, count).record()
-    return {"input_rms": flicker["input_rms"], "output_rms": flicker["output_rms"],
-            "warping_ratio": flicker["flicker_ratio"], "valid_fraction": count / 3 / max(pixels, 1),
-            "frames": len(frames)}
+    return {
+        "input_rms": flicker["input_rms"],
+        "output_rms": flicker["output_rms"],
+        "warping_ratio": flicker["flicker_ratio"],
+        "valid_fraction": count / 3 / max(pixels, 1),
+        "frames": len(frames),
+    }
 
 
-def evaluate_checkpoint(path: str | Path, evaluator_loss, photos: list[Tensor], videos: dict[str, list[Tensor]],
-                        motion_options: dict[str, Any], preset: str = "medium") -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str | Path,
+    evaluator_loss,
+    photos: list[Tensor],
+    videos: dict[str, list[Tensor]],
+    motion_options: dict[str, Any],
+    preset: str = "medium",
+) -> dict[str, Any]:
     """Per style of the checkpoint: known-motion flicker, video warping errors and held-out costs."""
     network, info = load_transformer(path)
     evaluator = heldout.Evaluator.create(evaluator_loss, photos, heldout.style_images_of(info))
@@ -217,14 +242,22 @@ def evaluate_checkpoint(path: str | Path, evaluator_loss, photos: list[Tensor], 
     return {"checkpoint": str(path), "step": info.global_step, "styles": styles}
 
 
-def contact_sheet(checkpoints: Sequence[Path], photos_dir: Path, out: Path, size: int = 160, columns: int = 4,
-                  step: tuple[float, float] = MOTIONS["whole"], noise_std: float = 3 / 255, gain: float = 4.0) -> Path:
+def contact_sheet(
+    checkpoints: Sequence[Path],
+    photos_dir: Path,
+    out: Path,
+    size: int = 160,
+    columns: int = 4,
+    step: tuple[float, float] = MOTIONS["whole"],
+    noise_std: float = 3 / 255,
+    gain: float = 4.0,
+) -> Path:
     """Rows: the photos (centre-cropped squares), then per checkpoint (its first style) the stylised photos and
     the flicker they would show: ``gain * |y_1 - T_step(y_0)|`` for two frames of a ``step`` pan with noise
     (black: no change between frames once the motion is undone)."""
+    from multistyle import _label
     from PIL import Image
 
-    from multistyle import _label
     from nst_fast.data import resize_shorter_side, to_tensor
     from nst_fast.images import list_images, open_rgb
 
@@ -244,8 +277,12 @@ def contact_sheet(checkpoints: Sequence[Path], photos_dir: Path, out: Path, size
         with torch.inference_mode():
             styled = [torch.cat([stylise(frame[None]) for frame in pair]) for pair in pairs]
         rows.append((run_name(path), [pair[:1] for pair in styled]))
-        rows.append((f"{run_name(path)} flicker x{gain:g}",
-                     [(gain * (pair[1:] - translate(pair[:1], shift)[0]).abs()).clamp(0, 1) for pair in styled]))
+        rows.append(
+            (
+                f"{run_name(path)} flicker x{gain:g}",
+                [(gain * (pair[1:] - translate(pair[:1], shift)[0]).abs()).clamp(0, 1) for pair in styled],
+            )
+        )
     sheet = Image.new("RGB", (columns * (size + 4) + 4, len(rows) * (size + 4) + 4), (255, 255, 255))
     for r, (label, images) in enumerate(rows):
         for c, tensor in enumerate(images):
@@ -266,8 +303,10 @@ def run_name(path: str | Path) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--photos", type=Path, default=heldout.DEFAULT_PHOTOS, help="held-out photos (default ../shared/photos)")
-    parser.add_argument("--vgg-weights", default=str(heldout.DEFAULT_WEIGHTS), help="loss network weights (or none)")
+    parser.add_argument(
+        "--photos", type=Path, default=heldout.DEFAULT_PHOTOS, help="held-out photos (default ../shared/photos)"
+    )
+    parser.add_argument("--vgg-weights", default=str(heldout.DEFAULT_WEIGHTS), help="loss network weights (or random)")
     parser.add_argument("--loss", default="vgg16_hed", help="loss config the held-out costs are measured with")
     parser.add_argument("--size", type=int, default=256, help="shorter side of the photos in pixels (default 256)")
     parser.add_argument("--frames", type=int, default=5, help="frames per known-motion sequence (default 5)")
@@ -279,8 +318,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--video-size", type=int, default=256, help="shorter side of video frames (default 256)")
     parser.add_argument("--video-frames", type=int, default=30, help="frames read per video (default 30)")
     parser.add_argument("--flow-preset", default="medium", choices=("ultrafast", "fast", "medium"))
-    parser.add_argument("--sheet", type=Path, default=None,
-                        help="also write a contact sheet: stylised photos and their flicker per checkpoint")
+    parser.add_argument(
+        "--sheet",
+        type=Path,
+        default=None,
+        help="also write a contact sheet: stylised photos and their flicker per checkpoint",
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out-dir", default=None)
     args = parser.parse_args(argv)
@@ -288,25 +331,56 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     photos = heldout.load_photos(args.photos, args.size)
     loss = heldout.build_loss(args.vgg_weights, args.loss)
     videos = {str(path): read_video(path, args.video_size, args.video_frames) for path in args.video}
-    motion_options = {"frames": args.frames, "margin": args.margin, "border": args.border,
-                      "noise_std": args.noise / 255, "seed": args.seed}
-    results = [evaluate_checkpoint(path, loss, photos, videos, motion_options, args.flow_preset)
-               for path in args.checkpoints]
-    headers = ["run", "step", "style", *[f"flicker {m}" for m in (*MOTIONS, "all")],
-               *[f"warp {Path(v).name}" for v in videos], "style cost", "content cost"]
+    motion_options = {
+        "frames": args.frames,
+        "margin": args.margin,
+        "border": args.border,
+        "noise_std": args.noise / 255,
+        "seed": args.seed,
+    }
+    results = [
+        evaluate_checkpoint(path, loss, photos, videos, motion_options, args.flow_preset) for path in args.checkpoints
+    ]
+    headers = [
+        "run",
+        "step",
+        "style",
+        *[f"flicker {m}" for m in (*MOTIONS, "all")],
+        *[f"warp {Path(v).name}" for v in videos],
+        "style cost",
+        "content cost",
+    ]
     rows = []
     for r in results:
         for name, s in r["styles"].items():
-            rows.append([run_name(r["checkpoint"]), r["step"], name,
-                         *[s["flicker"][m]["flicker_ratio"] for m in (*MOTIONS, "all")],
-                         *[s["videos"][v]["warping_ratio"] for v in videos],
-                         s["heldout"]["style"], s["heldout"]["content"]])
+            rows.append(
+                [
+                    run_name(r["checkpoint"]),
+                    r["step"],
+                    name,
+                    *[s["flicker"][m]["flicker_ratio"] for m in (*MOTIONS, "all")],
+                    *[s["videos"][v]["warping_ratio"] for v in videos],
+                    s["heldout"]["style"],
+                    s["heldout"]["content"],
+                ]
+            )
     print(common.table(rows, headers))
-    record = {"machine": common.machine_info(torch.device("cpu")), "photos": str(args.photos), "size": args.size,
-              "loss": args.loss, "vgg_weights": args.vgg_weights, "motions": MOTIONS,
-              "options": {**motion_options, "noise_levels": args.noise, "video_size": args.video_size,
-                          "video_frames": args.video_frames, "flow_preset": args.flow_preset},
-              "results": results}
+    record = {
+        "machine": common.machine_info(torch.device("cpu")),
+        "photos": str(args.photos),
+        "size": args.size,
+        "loss": args.loss,
+        "vgg_weights": args.vgg_weights,
+        "motions": MOTIONS,
+        "options": {
+            **motion_options,
+            "noise_levels": args.noise,
+            "video_size": args.video_size,
+            "video_frames": args.video_frames,
+            "flow_preset": args.flow_preset,
+        },
+        "results": results,
+    }
     if args.sheet is not None:
         record["sheet"] = str(contact_sheet(args.checkpoints, args.photos, args.sheet, noise_std=args.noise / 255))
         print(f"contact sheet: {record['sheet']}")

@@ -41,7 +41,7 @@ def write_pan(photo: Path, target: Path, width: int, height: int, frames: int, c
         stream.options = {"crf": str(crf)}
         for k in range(frames):
             y, x = top + k * STEP[0], left + k * STEP[1]
-            window = np.ascontiguousarray(pixels[y:y + height, x:x + width])
+            window = np.ascontiguousarray(pixels[y : y + height, x : x + width])
             container.mux(stream.encode(av.VideoFrame.from_ndarray(window, format="rgb24")))
         container.mux(stream.encode(None))
 
@@ -65,7 +65,7 @@ def save_gif(plain: list[np.ndarray], blended: list[np.ndarray], target: Path, c
     label_h = 18
     height, width = plain[0].shape[:2]
     panels = []
-    for left, right in zip(plain, blended):
+    for left, right in zip(plain, blended, strict=False):
         canvas = Image.new("RGB", (2 * width + 4, height + label_h), "white")
         canvas.paste(Image.fromarray(left), (0, label_h))
         canvas.paste(Image.fromarray(right), (width + 4, label_h))
@@ -79,21 +79,29 @@ def save_gif(plain: list[np.ndarray], blended: list[np.ndarray], target: Path, c
     frames[0].save(target, save_all=True, append_images=frames[1:], duration=125, loop=0, optimize=True)
 
 
-def save_diff(plain: list[np.ndarray], blended: list[np.ndarray], target: Path, times: Sequence[int],
-              label: str) -> list[float]:
+def save_diff(
+    plain: list[np.ndarray], blended: list[np.ndarray], target: Path, times: Sequence[int], label: str
+) -> list[float]:
     """Rows: per frame, blended; columns: the change along the pan at ``times`` (x4, white = none). Returns
     the mean change (levels) of each over every pair after the first."""
     label_h = 16
     means = [float(np.mean([change_along_pan(f, t).mean() for t in range(1, len(f) - 1)])) for f in (plain, blended)]
-    rows = [np.concatenate([np.pad(255 - np.clip(change_along_pan(f, t) * 4, 0, 255), 2, constant_values=255)
-                            for t in times], axis=1) for f in (plain, blended)]
+    rows = [
+        np.concatenate(
+            [np.pad(255 - np.clip(change_along_pan(f, t) * 4, 0, 255), 2, constant_values=255) for t in times], axis=1
+        )
+        for f in (plain, blended)
+    ]
     height, width = rows[0].shape
     canvas = Image.new("L", (width, 2 * (height + label_h)), 255)
     draw = ImageDraw.Draw(canvas)
     pairs = ", ".join(f"{t}-{t + 1}" for t in times)
-    for index, (row, name) in enumerate(zip(rows, ("per frame", label))):
-        draw.text((4, index * (height + label_h) + 2), f"{name}: |frame t+1 - frame t moved by the pan| x4, frames "
-                  f"{pairs} (mean {means[index]:.1f} levels)", fill=0)
+    for index, (row, name) in enumerate(zip(rows, ("per frame", label), strict=False)):
+        draw.text(
+            (4, index * (height + label_h) + 2),
+            f"{name}: |frame t+1 - frame t moved by the pan| x4, frames {pairs} (mean {means[index]:.1f} levels)",
+            fill=0,
+        )
         canvas.paste(Image.fromarray(row.astype(np.uint8)), (0, index * (height + label_h) + label_h))
     canvas.save(target, optimize=True)
     return means
@@ -117,16 +125,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         clip = Path(folder) / "pan.mp4"
         write_pan(args.photo, clip, width, height, args.frames, args.crf)
         for name, options in (("plain", []), ("temporal", ["--temporal"])):
-            status = stylize([str(clip), "--model", str(args.model), "-o", str(Path(folder) / f"{name}.mp4"), "-q",
-                              *style, *options])
+            status = stylize(
+                [str(clip), "--model", str(args.model), "-o", str(Path(folder) / f"{name}.mp4"), "-q", *style, *options]
+            )
             if status != 0:
                 raise SystemExit(f"nst-stylize failed ({status})")
         plain, blended = decoded(Path(folder) / "plain.mp4"), decoded(Path(folder) / "temporal.mp4")
     label = f"--temporal (weight {DEFAULT_WEIGHT})"
     save_gif(plain, blended, args.gif, args.colors, label)
     means = save_diff(plain, blended, args.diff, (5, 9, 13), label)
-    print(f"mean change along the pan: per frame {means[0]:.1f} levels, --temporal {means[1]:.1f}; "
-          f"wrote {args.gif} ({args.gif.stat().st_size // 1024} KiB), {args.diff} ({args.diff.stat().st_size // 1024} KiB)")
+    print(
+        f"mean change along the pan: per frame {means[0]:.1f} levels, --temporal {means[1]:.1f}; "
+        f"wrote {args.gif} ({args.gif.stat().st_size // 1024} KiB), {args.diff} ({args.diff.stat().st_size // 1024} KiB)"
+    )
 
 
 if __name__ == "__main__":

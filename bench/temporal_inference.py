@@ -98,8 +98,9 @@ class Styliser:
         return math.sqrt(self.departure_squared / max(self.departure_count, 1))
 
 
-def pan_clip(photo_path: Path, size: tuple[int, int], step: tuple[int, int], frames: int, crf: int,
-             path: Path) -> list[Tensor]:
+def pan_clip(
+    photo_path: Path, size: tuple[int, int], step: tuple[int, int], frames: int, crf: int, path: Path
+) -> list[Tensor]:
     """``frames`` windows of ``size`` (W, H) moving by the whole-pixel ``step`` (dy, dx) per frame over the
     photo (scaled to just hold them), written as H.264 at ``crf`` to ``path`` and decoded: ``[1, 3, H, W]``."""
     import av
@@ -117,7 +118,7 @@ def pan_clip(photo_path: Path, size: tuple[int, int], step: tuple[int, int], fra
         stream.options = {"crf": str(crf)}
         for k in range(frames):
             top, left = k * step[0], k * step[1]
-            window = np.ascontiguousarray(pixels[top:top + height, left:left + width])
+            window = np.ascontiguousarray(pixels[top : top + height, left : left + width])
             container.mux(stream.encode(av.VideoFrame.from_ndarray(window, format="rgb24")))
         container.mux(stream.encode(None))
     # Frame k + 1 at (y, x) shows frame k at (y + dy, x + dx): bench/temporal.py's pan by ``step`` (translate).
@@ -152,18 +153,21 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def blend_cost(model: StyleModel, weights: np.ndarray | None, photo: Tensor, size: int, presets: Sequence[str],
-               repeats: int) -> dict[str, float]:
+def blend_cost(
+    model: StyleModel, weights: np.ndarray | None, photo: Tensor, size: int, presets: Sequence[str], repeats: int
+) -> dict[str, float]:
     """Median ms per frame of the model and of the blender (per preset) on ``size`` x ``size`` frames of a pan."""
     first = to_uint8(photo[..., :size, :size])
-    second = to_uint8(photo[..., 1:size + 1, 3:size + 3])
+    second = to_uint8(photo[..., 1 : size + 1, 3 : size + 3])
     stylized = model(first[None], weights)[0]
     costs = {"model": median_ms(lambda: model(second[None], weights), repeats)}
     for preset in presets:
-        def step() -> None:
+
+        def step(preset: str = preset) -> None:
             blender = TemporalBlender(0.5, preset)
             blender(first, stylized)
             blender(second, stylized)
+
         costs[preset] = median_ms(step, repeats)
     return costs
 
@@ -201,10 +205,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out_dir = Path(args.out_dir) if args.out_dir else common.RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     clip_step = (1, 3)
-    clip = pan_clip(args.photos / args.clip_photo, (clip_width, clip_height), clip_step, args.clip_frames,
-                    args.clip_crf, out_dir / "temporal_inference_clip.mp4")
-    motion_options = {"frames": args.frames, "margin": args.margin, "border": args.border,
-                      "noise_std": args.noise / 255, "seed": 0}
+    clip = pan_clip(
+        args.photos / args.clip_photo,
+        (clip_width, clip_height),
+        clip_step,
+        args.clip_frames,
+        args.clip_crf,
+        out_dir / "temporal_inference_clip.mp4",
+    )
+    motion_options = {
+        "frames": args.frames,
+        "margin": args.margin,
+        "border": args.border,
+        "noise_std": args.noise / 255,
+        "seed": 0,
+    }
     stylise = Styliser(model, style_weights)
     results = []
     for blending in configurations:
@@ -215,24 +230,58 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         clip_result = clip_flicker(stylise, clip, clip_step, args.border)
         stylise.configure(blending, 0)
         warping = temporal.video_warping_error(stylise, clip, blending[0] if blending else "medium")
-        results.append({"preset": blending[0] if blending else None, "weight": blending[1] if blending else 0.0,
-                        "flicker": flicker, "departure_rms": departure, "clip_flicker": clip_result,
-                        "clip_warping": warping})
+        results.append(
+            {
+                "preset": blending[0] if blending else None,
+                "weight": blending[1] if blending else 0.0,
+                "flicker": flicker,
+                "departure_rms": departure,
+                "clip_flicker": clip_result,
+                "clip_warping": warping,
+            }
+        )
     cost_photo = to_tensor(resize_shorter_side(open_rgb(args.photos / args.clip_photo), args.cost_size + 8))[None]
     costs = blend_cost(model, style_weights, cost_photo, args.cost_size, presets, args.repeats)
-    headers = ["blending", *[f"flicker {m}" for m in (*temporal.MOTIONS, "all")], "departure",
-               "clip flicker", "clip warping"]
-    rows = [[f"{r['preset']} w={r['weight']}" if r["preset"] else "per frame",
-             *[r["flicker"][m]["flicker_ratio"] for m in (*temporal.MOTIONS, "all")], r["departure_rms"],
-             r["clip_flicker"]["flicker_ratio"], r["clip_warping"]["warping_ratio"]] for r in results]
+    headers = [
+        "blending",
+        *[f"flicker {m}" for m in (*temporal.MOTIONS, "all")],
+        "departure",
+        "clip flicker",
+        "clip warping",
+    ]
+    rows = [
+        [
+            f"{r['preset']} w={r['weight']}" if r["preset"] else "per frame",
+            *[r["flicker"][m]["flicker_ratio"] for m in (*temporal.MOTIONS, "all")],
+            r["departure_rms"],
+            r["clip_flicker"]["flicker_ratio"],
+            r["clip_warping"]["warping_ratio"],
+        ]
+        for r in results
+    ]
     print(common.table(rows, headers))
-    print(f"cost per {args.cost_size}x{args.cost_size} frame, median ms: "
-          + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items()))
-    record = {"machine": common.machine_info(torch.device("cpu")), "model": str(args.model), "style": args.style,
-              "photos": str(args.photos), "size": args.size, "options": {**motion_options, "noise_levels": args.noise},
-              "clip": {"photo": args.clip_photo, "size": [clip_width, clip_height], "step_dy_dx": clip_step,
-                       "frames": args.clip_frames, "crf": args.clip_crf},
-              "results": results, "cost_size": args.cost_size, "cost_ms": costs}
+    print(
+        f"cost per {args.cost_size}x{args.cost_size} frame, median ms: "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items())
+    )
+    record = {
+        "machine": common.machine_info(torch.device("cpu")),
+        "model": str(args.model),
+        "style": args.style,
+        "photos": str(args.photos),
+        "size": args.size,
+        "options": {**motion_options, "noise_levels": args.noise},
+        "clip": {
+            "photo": args.clip_photo,
+            "size": [clip_width, clip_height],
+            "step_dy_dx": clip_step,
+            "frames": args.clip_frames,
+            "crf": args.clip_crf,
+        },
+        "results": results,
+        "cost_size": args.cost_size,
+        "cost_ms": costs,
+    }
     record["record_path"] = str(common.write_record("temporal_inference", record, args.out_dir))
     return record
 

@@ -7,7 +7,7 @@
     python bench/train_step.py --device cuda --precision bf16-mixed --channels-last --compile
 
 "Ours" is the real training path: the module is built from the Hydra config by ``nst_fast.train.build_module``
-(``loss.weights=none``: random VGG weights, same cost) and one step is what Lightning's automatic optimisation
+(``loss.weights=random``: random VGG weights, same cost) and one step is what Lightning's automatic optimisation
 does: ``zero_grad``, ``compute_costs`` under the precision's autocast, the finiteness check of
 ``training_step``, ``backward``, ``optimizer.step``. The reference is the PyTorch example's step
 (``bench/common.py``). Both are timed alternately in one run; the figure is the median images/s.
@@ -66,23 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer and the loss network")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
-    p.add_argument("--vgg-weights", default="none", help="loss.weights: none (random, same cost), imagenet or a path")
+    p.add_argument("--vgg-weights", default="random", help="loss.weights: random (same cost), imagenet or a path")
     p.add_argument("--loss", default="vgg16", help="the loss config group (vgg16_hed for the offline HED weights)")
     p.add_argument("--style-size", type=int, default=256, help="style_size (only affects the one-off Gram targets)")
-    p.add_argument("--sweep", action="store_true",
-                   help="also time fp32/bf16 x contiguous/channels_last variants of ours in the same interleaved run")
-    p.add_argument("--also", default="", metavar="VARIANTS",
-                   help="extra variants of ours to time alongside, comma-separated, e.g. "
-                        "'32-true,32-true+channels_last+compile' (flags: " + ", ".join(FLAGS) + ")")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also time fp32/bf16 x contiguous/channels_last variants of ours in the same interleaved run",
+    )
+    p.add_argument(
+        "--also",
+        default="",
+        metavar="VARIANTS",
+        help="extra variants of ours to time alongside, comma-separated, e.g. "
+        "'32-true,32-true+channels_last+compile' (flags: " + ", ".join(FLAGS) + ")",
+    )
     p.add_argument("--exp-fused-adam", action="store_true", help="EXPERIMENT (config change): Adam(fused=True)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference step")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul peak")
     p.add_argument("--peak-size", type=int, default=0, help="matmul side for the peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--loader-workers", default="0,1,2", help="num_workers values for the loader test ('' to skip)")
     p.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader setting (0 to skip)")
-    p.add_argument("--compare-curves", type=int, default=0, metavar="N",
-                   help="run N steps of ours (plain form: fp32, contiguous, plain layers; and as configured) and of "
-                        "the reference from the same init and data; print the loss series")
+    p.add_argument(
+        "--compare-curves",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N steps of ours (plain form: fp32, contiguous, plain layers; and as configured) and of "
+        "the reference from the same init and data; print the loss series",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where the JSON record goes (default bench/results/)")
     return p
@@ -92,21 +104,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def compose_config(
-    size: int, batch: int, precision: str, channels_last: bool, vgg_weights: str, style_size: int, loss: str = "vgg16",
+    size: int,
+    batch: int,
+    precision: str,
+    channels_last: bool,
+    vgg_weights: str,
+    style_size: int,
+    loss: str = "vgg16",
     style: str = "starry",
 ):
-    from hydra import compose, initialize_config_dir
+    from nst_fast.config import compose
 
-    from nst_fast.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
     overrides = [
-        f"loss={loss}", f"data.image_size={size}", f"data.batch_size={batch}", f"loss.weights={vgg_weights}",
-        f"style_size={style_size}", f"channels_last={str(channels_last).lower()}", f"trainer.precision={precision}",
+        f"loss={loss}",
+        f"data.image_size={size}",
+        f"data.batch_size={batch}",
+        f"loss.weights={vgg_weights}",
+        f"style_size={style_size}",
+        f"module.channels_last={str(channels_last).lower()}",
+        f"trainer.precision={precision}",
         f"style={style}",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose("train", overrides)
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -161,8 +180,9 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
 
     channels_last = "channels_last" in flags
     style = FIVE_STYLES if "five_styles" in flags else "starry"
-    cfg = compose_config(args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size, args.loss,
-                         style)
+    cfg = compose_config(
+        args.size, args.batch, precision, channels_last, args.vgg_weights, args.style_size, args.loss, style
+    )
     torch.manual_seed(args.seed)
     module = build_module(cfg)
     if base is not None and "five_styles" not in flags:  # another network: its own init
@@ -170,7 +190,7 @@ def build_ours(args, precision: str, flags, device: torch.device, base=None) -> 
         ours, theirs = list(module.transformer.parameters()), list(base.transformer.parameters())
         assert [p.shape for p in ours] == [p.shape for p in theirs]
         with torch.no_grad():
-            for mine, other in zip(ours, theirs):
+            for mine, other in zip(ours, theirs, strict=False):
                 mine.copy_(other)
         module.loss.features.load_state_dict(base.loss.features.state_dict())
         module.loss.set_styles([_style_image(cfg)])
@@ -203,11 +223,12 @@ def build_reference(ours: OurStep, args, device: torch.device) -> common.Example
 
 
 def datamodule(size: int, batch: int, workers: int, samples: int):
-    from nst_fast.config import asset_path
+    from nst_fast.assets import asset_path
     from nst_fast.data import ContentDataModule
 
-    dm = ContentDataModule(asset_path("content"), image_size=size, batch_size=batch, num_workers=workers,
-                           samples_per_epoch=samples)
+    dm = ContentDataModule(
+        asset_path("content"), image_size=size, batch_size=batch, num_workers=workers, samples_per_epoch=samples
+    )
     dm.setup("fit")
     return dm
 
@@ -216,7 +237,7 @@ def fixed_batches(size: int, batch: int, count: int, seed: int) -> list[torch.Te
     """``count`` real batches from the bundled photos (loader order and crops seeded)."""
     torch.manual_seed(seed)
     loader = datamodule(size, batch, 0, batch * count).train_dataloader()
-    return [b["image"] for _, b in zip(range(count), loader)]
+    return [b["image"] for _, b in zip(range(count), loader, strict=False)]
 
 
 def loader_throughput(size: int, batch: int, workers: Sequence[int], batches: int) -> list[dict[str, Any]]:
@@ -239,8 +260,7 @@ def loader_throughput(size: int, batch: int, workers: Sequence[int], batches: in
 
 
 def main_variant_flags(args) -> frozenset[str]:
-    chosen = {"channels_last": args.channels_last, "compile": args.compile,
-              "fused_adam": args.exp_fused_adam}
+    chosen = {"channels_last": args.channels_last, "compile": args.compile, "fused_adam": args.exp_fused_adam}
     return frozenset(flag for flag, on in chosen.items() if on)
 
 
@@ -253,8 +273,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.getLogger("nst_fast").setLevel(logging.ERROR)  # "random weights" warning on every build
 
     info = common.machine_info(device)
-    print(f"# {info['cpu_model']} | torch {info['torch_version']} | {info['torch_threads']} threads | {device}"
-          + (f" | {info.get('cuda_device')}" if device.type == "cuda" else ""))
+    print(
+        f"# {info['cpu_model']} | torch {info['torch_version']} | {info['torch_threads']} threads | {device}"
+        + (f" | {info.get('cuda_device')}" if device.type == "cuda" else "")
+    )
     print(f"# size {args.size}, batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up")
 
     main_flags = main_variant_flags(args)
@@ -284,8 +306,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s = common.summary(seconds)
         ips = args.batch / s["median_s"]
         steps[name] = {**s, "images_per_s": ips, "ratio_vs_reference": ips / ref_ips if ref_ips else None}
-        rows.append([name + (" (ours)" if name == main_name else ""), s["median_s"] * 1e3, ips,
-                     f"{ips / ref_ips:.2f}x" if ref_ips else "-"])
+        rows.append(
+            [
+                name + (" (ours)" if name == main_name else ""),
+                s["median_s"] * 1e3,
+                ips,
+                f"{ips / ref_ips:.2f}x" if ref_ips else "-",
+            ]
+        )
     print()
     print(common.table(rows, ["step", "median ms", "images/s", "vs reference"]))
 
@@ -305,8 +333,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         loader = loader_throughput(args.size, args.batch, workers, args.loader_batches)
         step_ips = steps[main_name]["images_per_s"]
         print()
-        print(common.table([[r["num_workers"], r["images_per_s"], f"{r['images_per_s'] / step_ips:.1f}x"] for r in loader],
-                           ["num_workers", "loader images/s", "vs our step"]))
+        print(
+            common.table(
+                [[r["num_workers"], r["images_per_s"], f"{r['images_per_s'] / step_ips:.1f}x"] for r in loader],
+                ["num_workers", "loader images/s", "vs our step"],
+            )
+        )
         record["loader"] = [{**r, "ratio_vs_step": r["images_per_s"] / step_ips} for r in loader]
 
     if args.compare_curves:
@@ -362,8 +394,12 @@ def flops_report(ours: OurStep, reference, x, args, device, steps) -> dict[str, 
     own_peak = peaks["bf16" if args.precision == "bf16-mixed" else "fp16" if args.precision == "16-mixed" else "fp32"]
     print()
     print(f"FLOPs per step: ours {total / 1e9:.1f} G" + (f", reference {ref_total / 1e9:.1f} G" if ref_total else ""))
-    print(common.table([[k, v / 1e9, f"{v / total:.0%}"] for k, v in split.items() if k != "total"],
-                       ["ours by phase", "GFLOP", "share"]))
+    print(
+        common.table(
+            [[k, v / 1e9, f"{v / total:.0%}"] for k, v in split.items() if k != "total"],
+            ["ours by phase", "GFLOP", "share"],
+        )
+    )
     rows = [[name, f"{val:.1f}", f"{achieved / val:.1%}"] for name, val in peaks.items()]
     print(f"ours achieves {achieved:.1f} GFLOP/s; measured matmul peak:")
     print(common.table(rows, ["matmul", "GFLOP/s", "ours / peak"]))
@@ -397,14 +433,17 @@ def compare_curves(args, device: torch.device) -> dict[str, Any]:
         series["ours_plain"].append(plain.step(b))
         series["ours_configured"].append(configured.step(b))
         series["reference"].append(float(reference.step(b)))
-    rel = [abs(a - b) / abs(a) for a, b in zip(series["ours_plain"], series["ours_configured"])]
+    rel = [abs(a - b) / abs(a) for a, b in zip(series["ours_plain"], series["ours_configured"], strict=False)]
     norm = {k: [v / s[0] for v in s] for k, s in series.items()}
-    print(f"\nloss curves over {n} steps (normalised by the first loss): ours 32-true+plain_layers | ours "
-          f"{variant_name(args.precision, flags)} | reference")
+    print(
+        f"\nloss curves over {n} steps (normalised by the first loss): ours 32-true+plain_layers | ours "
+        f"{variant_name(args.precision, flags)} | reference"
+    )
     for i in range(n):
         print(f"  {i:3d}  {norm['ours_plain'][i]:.4f}  {norm['ours_configured'][i]:.4f}  {norm['reference'][i]:.4f}")
     print(f"relative difference ours configured vs ours plain: max {max(rel):.2e}, last {rel[-1]:.2e}")
     return {"series": series, "normalised": norm, "relative_difference": rel, "max_relative_difference": max(rel)}
+
 
 if __name__ == "__main__":
     main()

@@ -60,15 +60,22 @@ def request_inputs(image: np.ndarray, weights: np.ndarray | None) -> list[httpcl
 
 
 def stylize(
-    client: httpclient.InferenceServerClient, model: str, photo: Image.Image, style: str | None = None,
-    strength: float = 1.0, resize: tuple[int, int] | None = None,
+    client: httpclient.InferenceServerClient,
+    model: str,
+    photo: Image.Image,
+    style: str | None = None,
+    strength: float = 1.0,
+    resize: tuple[int, int] | None = None,
 ) -> Image.Image:
     """``photo`` (RGB) stylised by ``model`` on the server, at the photo's size."""
     styles, takes_weights = model_styles(client.get_model_config(model))
     sent = photo.resize(resize, Image.Resampling.LANCZOS) if resize else photo
     weights = style_weights(styles, style, strength) if takes_weights else None
-    result = client.infer(model, request_inputs(np.asarray(sent), weights),
-                          outputs=[httpclient.InferRequestedOutput(OUTPUT, binary_data=True)])
+    result = client.infer(
+        model,
+        request_inputs(np.asarray(sent), weights),
+        outputs=[httpclient.InferRequestedOutput(OUTPUT, binary_data=True)],
+    )
     stylized = result.as_numpy(OUTPUT)[0].transpose(1, 2, 0)
     out = Image.fromarray((np.clip(stylized, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
     return out.resize(photo.size, Image.Resampling.LANCZOS) if out.size != photo.size else out
@@ -86,8 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the model's folder name under export/triton/")
     parser.add_argument("--url", default="localhost:8000", help="Triton's HTTP endpoint (default: %(default)s)")
     parser.add_argument("--style", help="a style of a multi-style model (default: its first)")
-    parser.add_argument("--strength", type=float, default=1.0, help="0 the photo .. 1 the full style (models with the identity)")
-    parser.add_argument("--resize", type=_size, metavar="WxH", help="send the photo at this size (batches with other requests of that size)")
+    parser.add_argument(
+        "--strength", type=float, default=1.0, help="0 the photo .. 1 the full style (models with the identity)"
+    )
+    parser.add_argument(
+        "--resize",
+        type=_size,
+        metavar="WxH",
+        help="send the photo at this size (batches with other requests of that size)",
+    )
     args = parser.parse_args(argv)
     photo = ImageOps.exif_transpose(Image.open(args.photo)).convert("RGB")
     client = httpclient.InferenceServerClient(url=args.url)

@@ -95,11 +95,15 @@ class Throughput(Callback):
         self.start: float | None = None
         self.images = 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.start is None:
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.images += batch["image"].shape[0] * trainer.world_size
         if trainer.global_step % trainer.log_every_n_steps == 0 and self.start is not None:
             if pl_module.device.type == "cuda":
@@ -169,7 +173,9 @@ class FinalCheckpoint(Callback):
             self._muted = (callback, callback.save_last)
             callback.save_last = False
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._saved_at_step = trainer.global_step
 
     def _last_is_current(self, trainer: pl.Trainer, path: Path) -> bool:
@@ -215,7 +221,9 @@ class StepProgressBar(TQDMProgressBar):
             self.train_progress_bar.n = trainer.global_step
         self.train_progress_bar.set_description("Training")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         bar = self.train_progress_bar
         if trainer.global_step % self.refresh_rate == 0 or trainer.global_step == trainer.max_steps:
             bar.n = trainer.global_step

@@ -62,15 +62,23 @@ class CheckpointInfo:
 
 
 def checkpoint_metadata(
-    transformer: TransformerNet, styles: list[dict[str, Any]] | dict[str, Any], identity: bool = False,
+    transformer: TransformerNet,
+    styles: list[dict[str, Any]] | dict[str, Any],
+    identity: bool = False,
     trained: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``checkpoint["nst_fast"]`` entry for a network trained on ``styles`` (each: name, image path, size;
     one style may be passed as a dict), plus the identity condition if ``identity``. ``trained``: the names of
     the conditions the run trains (fewer than all when fine-tuning; ``None``: all)."""
     styles = [styles] if isinstance(styles, dict) else [dict(style) for style in styles]
-    meta = {"format": CHECKPOINT_FORMAT, "version": __version__, "transformer": dict(transformer.config),
-            "styles": styles, "identity": bool(identity), "style": styles[0] if styles else {}}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "version": __version__,
+        "transformer": dict(transformer.config),
+        "styles": styles,
+        "identity": bool(identity),
+        "style": styles[0] if styles else {},
+    }
     if trained is not None:
         meta["trained"] = list(trained)
     return meta
@@ -116,7 +124,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def load_transformer(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[TransformerNet, CheckpointInfo]:
+def load_transformer(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[TransformerNet, CheckpointInfo]:
     """Rebuild the trained ``TransformerNet`` (eval mode) from an nst-fast Lightning checkpoint.
 
     Raises ``CheckpointError`` with a message naming the file and what is wrong with it.
@@ -143,3 +153,29 @@ def load_transformer(path: str | Path, map_location: str | torch.device = "cpu")
             f"{len(info.condition_names)} ({', '.join(info.condition_names)})"
         )
     return network.eval(), info
+
+
+def slim_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Write the part of a training checkpoint that inference and fine-tuning need (the transformation network's
+    weights, the step and ``nst_fast``'s record; no optimiser state) to ``target``, for shipping a model. Paintings
+    bundled with the package are recorded relative to its assets (``styles/X.jpg``), so that every install finds
+    them. Returns ``target``."""
+    checkpoint = read_checkpoint(source)
+    meta = dict(checkpoint[CHECKPOINT_KEY])
+    styles = []
+    for style in checkpoint_info(checkpoint).styles:
+        image = Path(str(style.get("image", "")))
+        parts = image.parts
+        inside = [i for i in range(1, len(parts)) if parts[i - 1] == "nst_fast" and parts[i] == "assets"]
+        if inside:
+            style = {**style, "image": Path(*parts[inside[-1] + 1 :]).as_posix()}
+        styles.append(style)
+    meta["styles"], meta["style"] = styles, styles[0] if styles else {}
+    slim = {
+        "state_dict": {key: value for key, value in checkpoint["state_dict"].items() if key.startswith(STATE_PREFIX)},
+        "global_step": checkpoint.get("global_step", 0),
+        CHECKPOINT_KEY: meta,
+    }
+    target = Path(target)
+    torch.save(slim, target)
+    return target

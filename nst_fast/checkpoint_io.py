@@ -57,5 +57,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         checkpoint = self.preloaded.pop(Path(path).expanduser().resolve(), None)
         return checkpoint if checkpoint is not None else super().load_checkpoint(path, *args, **kwargs)
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
         atomic_torch_save(checkpoint, path)

@@ -70,3 +70,21 @@ def metadata_conditions(meta: dict[str, str]) -> int:
         return 1
 
 
+#: Tiled inference (``nst_fast.stylize.tiling``): ``NAME.onnx`` cut at its instance norms into passes, written beside
+#: it by the export as ``NAME.tiles.zip`` (``TILES_PLAN`` describes the passes; each is ``pass_NN.onnx``).
+TILES_SUFFIX = ".tiles.zip"
+TILES_PLAN = "plan.json"
+TILES_FORMAT = "1"
+#: Tiles are aligned to this many pixels (the network halves the resolution twice).
+TILE_ALIGN = 4
+#: Inputs and outputs of a norm's pass for its statistics: the valid (non-halo) part of the norm's input, rows and
+#: columns ``[start, end)`` (int64 ``[2]`` each) at that tensor's resolution, and the sums over each of its rows of
+#: ``x`` and ``x^2`` (``[C, rows]``), which the runner adds up over rows and tiles in float64.
+TILE_CROP_STARTS, TILE_CROP_ENDS = "tile_crop_starts", "tile_crop_ends"
+TILE_SUM, TILE_SQUARES = "tile_sum", "tile_sum_squares"
+
+
+def tiles_name(onnx_name: str) -> str:
+    """The staged file of an ONNX file name: ``NAME.int8.onnx`` -> ``NAME.int8.tiles.zip``."""
+    stem = onnx_name[: -len(".onnx")] if onnx_name.lower().endswith(".onnx") else onnx_name
+    return stem + TILES_SUFFIX

@@ -4,7 +4,6 @@ without a traceback; anything else is a bug and keeps its traceback."""
 import sys
 from collections.abc import Callable
 
-
 #: Exit statuses of ``train.py``, ``export.py`` and ``nst-stylize``, one meaning each (README, "Exit status").
 #: 0: done. 128 + N: stopped by signal N (130 Ctrl-C, 143 SIGTERM).
 EXIT_FAILED = 1  # the work ran and failed: an export that did not verify, inputs not stylised, a crash (traceback)

@@ -55,8 +55,11 @@ def optical_flow(first: np.ndarray, second: np.ndarray, preset: str = "medium") 
     """Dense flow from ``first`` to ``second`` (``[H, W, 3]`` RGB or ``[H, W]`` gray, same size) with OpenCV's
     DIS optical flow (Kroeger et al. 2016), ``preset`` ``ultrafast``, ``fast`` or ``medium``. ``[H, W, 2]``."""
     cv2 = _cv2()
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    presets = {
+        "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+        "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+        "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    }
     if preset not in presets:
         raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(presets)}")
     a, b = to_gray_uint8(first), to_gray_uint8(second)
@@ -84,8 +87,11 @@ def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _check_flow(flow, height, width)
     map_x, map_y = sample_points(flow)
     warped = _cv2().remap(
-        np.ascontiguousarray(image, dtype=np.float32), map_x, map_y,
-        interpolation=_cv2().INTER_LINEAR, borderMode=_cv2().BORDER_REPLICATE,
+        np.ascontiguousarray(image, dtype=np.float32),
+        map_x,
+        map_y,
+        interpolation=_cv2().INTER_LINEAR,
+        borderMode=_cv2().BORDER_REPLICATE,
     )
     inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
     return warped, inside

@@ -122,8 +122,16 @@ def _read_image(
             image = ImageOps.exif_transpose(image) or image
     except ImageReadError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error,
-            Image.DecompressionBombError) as error:  # what Pillow's readers raise for a malformed file
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        IndexError,
+        TypeError,
+        struct.error,
+        Image.DecompressionBombError,
+    ) as error:  # what Pillow's readers raise for a malformed file
         raise ImageReadError(f"{name}: not a readable image ({type(error).__name__}: {error})") from error
     image = _to_8bit_or_float(image, integer_range)
     alpha: Image.Image | None = None
@@ -265,8 +273,10 @@ def encode_image(rgb: np.ndarray, image_format: str, alpha: Image.Image | None =
         raise ValueError(f"cannot encode {image_format!r}; choose one of {', '.join(ENCODABLE_FORMATS)}")
     height, width = rgb.shape[:2]
     if max(width, height) > MAX_ENCODABLE_SIDE[image_format]:
-        raise ValueError(f"a {width}x{height} image is too large for {image_format}, which stores at most "
-                         f"{MAX_ENCODABLE_SIDE[image_format]} pixels a side")
+        raise ValueError(
+            f"a {width}x{height} image is too large for {image_format}, which stores at most "
+            f"{MAX_ENCODABLE_SIDE[image_format]} pixels a side"
+        )
     image = _output_image(rgb, alpha if ENCODABLE_FORMATS[image_format] else None)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, **_save_options(image_format, quality))

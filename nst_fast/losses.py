@@ -126,9 +126,7 @@ def style_layer_cost_from_gram(
     raise ValueError(f"unknown style normalisation {normalisation!r}; choose one of {STYLE_NORMALISATIONS}")
 
 
-def style_layer_cost(
-    a_style: Tensor, a_generated: Tensor, normalisation: StyleNormalisation = "reference"
-) -> Tensor:
+def style_layer_cost(a_style: Tensor, a_generated: Tensor, normalisation: StyleNormalisation = "reference") -> Tensor:
     """Layer style cost ``J_style[l](S, G)``, ``[B]``.
 
     ``a_style``: ``[1 or B, C, H_s, W_s]`` (batch 1 broadcasts); ``a_generated``: ``[B, C, H, W]``. Sizes
@@ -203,8 +201,12 @@ def translate(images: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
         images = _at_least_float32(images)
         shift = shift.to(images.dtype)
         height, width = images.shape[-2:]
-        rows = torch.arange(height, dtype=images.dtype, device=images.device).view(1, height, 1) + shift[:, 0].view(-1, 1, 1)
-        cols = torch.arange(width, dtype=images.dtype, device=images.device).view(1, 1, width) + shift[:, 1].view(-1, 1, 1)
+        rows = torch.arange(height, dtype=images.dtype, device=images.device).view(1, height, 1) + shift[:, 0].view(
+            -1, 1, 1
+        )
+        cols = torch.arange(width, dtype=images.dtype, device=images.device).view(1, 1, width) + shift[:, 1].view(
+            -1, 1, 1
+        )
         rows, cols = torch.broadcast_tensors(rows, cols)  # [B, H, W] source coordinates in pixels
         # align_corners=True: -1 and 1 are the centres of the first and last pixels.
         grid = torch.stack([2.0 * cols / max(width - 1, 1) - 1.0, 2.0 * rows / max(height - 1, 1) - 1.0], dim=-1)
@@ -213,8 +215,9 @@ def translate(images: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
     return moved, valid.unsqueeze(1).to(moved.dtype)
 
 
-def perturb(images: Tensor, max_shift: float, noise_std: float, generator: torch.Generator | None = None
-            ) -> tuple[Tensor, Tensor]:
+def perturb(
+    images: Tensor, max_shift: float, noise_std: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """A panned, noisy copy of each image, as the next frame of a shaky video would give it.
 
     ``images``: ``[B, C, H, W]`` in [0, 1]. Each sample gets its own shift ``(dy, dx)`` drawn uniformly from

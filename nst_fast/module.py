@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 #: Prefix of the frozen VGG weights in the state dict; they are not stored in checkpoints (rebuilt from config).
 LOSS_NETWORK_PREFIX = "loss.features."
+#: ``constant``: the optimiser's learning rate throughout; ``cosine``: from it down to 0 at ``trainer.max_steps``
+#: along half a cosine (Loshchilov & Hutter 2017), so that the last checkpoint is where the noise of a constant
+#: rate has settled rather than wherever it left the weights.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -58,6 +63,7 @@ class StyleTransferModule(pl.LightningModule):
         max_consecutive_nonfinite: int = 10,
         compile: bool = False,
         output_lr_scale: float = 1.0,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -69,6 +75,9 @@ class StyleTransferModule(pl.LightningModule):
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.compile_networks = compile
         self.output_lr_scale = output_lr_scale
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule={lr_schedule!r} is unknown; choose one of {LR_SCHEDULES}")
+        self.lr_schedule = lr_schedule
         self.consecutive_nonfinite = 0
         self.skip_update = False
         self.skipped_files: set[str] = set()
@@ -86,6 +95,13 @@ class StyleTransferModule(pl.LightningModule):
         style_index[trained_styles] = torch.arange(len(trained_styles))
         self.register_buffer("trained_conditions", torch.tensor(trained, dtype=torch.long), persistent=False)
         self.register_buffer("style_index_of_condition", style_index, persistent=False)
+        # With a residual output, the identity is exact by design (zero scale and shift in the last norm): it is
+        # pinned there and needs no training samples, which all go to the styles.
+        self.exact_identity = identity and transformer.residual_output
+        if self.exact_identity:
+            pin_exact_identity(transformer, conditions - 1)
+        sampled = [c for c in trained if not (self.exact_identity and c == conditions - 1)]
+        self.register_buffer("sampled_conditions", torch.tensor(sampled, dtype=torch.long), persistent=False)
         if len(trained) < conditions:
             freeze_all_but(transformer, trained)
         if channels_last:
@@ -114,8 +130,8 @@ class StyleTransferModule(pl.LightningModule):
     def batch_conditions(self, batch_size: int, step: int, rank: int = 0, world_size: int = 1) -> Tensor:
         """Condition of each sample of a batch, round-robin over the trained conditions (see the class doc)."""
         first = (step * world_size + rank) * batch_size
-        positions = torch.arange(first, first + batch_size, device=self.trained_conditions.device)
-        return self.trained_conditions[positions % len(self.trained_conditions)]
+        positions = torch.arange(first, first + batch_size, device=self.sampled_conditions.device)
+        return self.sampled_conditions[positions % len(self.sampled_conditions)]
 
     def compute_costs(self, content: Tensor, conditions: Tensor | None = None, stability: bool = False) -> Costs:
         """Stylise a batch (each image with its condition, default the first) and measure all cost terms (used
@@ -127,21 +143,36 @@ class StyleTransferModule(pl.LightningModule):
         if conditions is None:
             conditions = self.trained_conditions[:1].expand(content.shape[0])
         content = self._layout(content)
-        target = self.loss.content_target(content)
         weights = self.condition_weights(conditions)
+        style_index = self.style_index_of_condition[conditions]
         if not stability:
             generated = self.transformer(content, weights)
-            return self.loss(target, generated, self.style_index_of_condition[conditions])
+            seen, generated_seen = self._jittered(content, generated)
+            return self.loss(self.loss.content_target(seen), generated_seen, style_index)
         perturbed, shift = perturb(content, self.loss.stability_shift, self.loss.stability_noise)
         both = torch.cat([content, self._layout(perturbed.to(content.dtype))])
         generated, generated_perturbed = self.transformer(
             both, None if weights is None else torch.cat([weights, weights])
         ).chunk(2)
-        costs = self.loss(target, generated, self.style_index_of_condition[conditions])
+        seen, generated_seen = self._jittered(content, generated)
+        costs = self.loss(self.loss.content_target(seen), generated_seen, style_index)
         stability_term = stability_cost(generated_perturbed, generated, shift).mean()
         return dataclasses.replace(
             costs, total=costs.total + self.loss.stability_weight * stability_term, stability=stability_term
         )
+
+    def _jittered(self, content: Tensor, generated: Tensor) -> tuple[Tensor, Tensor]:
+        """What the loss network sees in training: photo and generated image cropped alike at a random offset of
+        ``0 .. loss.jitter - 1`` px (both sides ``jitter - 1`` px smaller), so that the transformation network's
+        pixel grid meets the loss network's pooling grid at a different phase each step. Unchanged when
+        evaluating or with ``jitter`` <= 1."""
+        jitter = self.loss.jitter
+        if jitter <= 1 or not self.training:
+            return content, generated
+        top, left = torch.randint(0, jitter, (2,)).tolist()
+        height, width = content.shape[-2] - jitter + 1, content.shape[-1] - jitter + 1
+        window = (..., slice(top, top + height), slice(left, left + width))
+        return content[window], generated[window]
 
     def configure_model(self) -> None:
         if self.compile_networks:
@@ -203,7 +234,9 @@ class StyleTransferModule(pl.LightningModule):
                 terms[f"val/style/{self.condition_names[condition]}"] = costs.style * len(trained_styles)
             for name, value in terms.items():  # costs are batch means; the overall means divide by styles too
                 sums[name] = sums.get(name, 0.0) + value.detach().double() * batch_size / len(trained_styles)
-        sums["images"] = sums.get("images", 0.0) + torch.tensor(float(batch_size), dtype=torch.float64, device=images.device)
+        sums["images"] = sums.get("images", 0.0) + torch.tensor(
+            float(batch_size), dtype=torch.float64, device=images.device
+        )
 
     def on_validation_epoch_end(self) -> None:
         """Log the held-out means at the global step of the weights they measure (Lightning's own ``self.log``
@@ -212,7 +245,7 @@ class StyleTransferModule(pl.LightningModule):
             return
         names = sorted(self.validation_sums)
         totals = self.trainer.strategy.reduce(torch.stack([self.validation_sums[n] for n in names]), reduce_op="sum")
-        sums = dict(zip(names, totals.tolist()))
+        sums = dict(zip(names, totals.tolist(), strict=False))
         images = sums.pop("images")
         if self.trainer.is_global_zero:
             for logger in self.loggers:
@@ -238,9 +271,14 @@ class StyleTransferModule(pl.LightningModule):
         self.skip_update = True
         terms = ", ".join(
             f"{name}={value.item():.4g}"
-            for name, value in [("total", costs.total), ("content", costs.content), ("style", costs.style),
-                                ("total_variation", costs.total_variation), *costs.style_layers.items(),
-                                *([("stability", costs.stability)] if costs.stability is not None else [])]
+            for name, value in [
+                ("total", costs.total),
+                ("content", costs.content),
+                ("style", costs.style),
+                ("total_variation", costs.total_variation),
+                *costs.style_layers.items(),
+                *([("stability", costs.stability)] if costs.stability is not None else []),
+            ]
         )
         message = f"non-finite loss at step {self.global_step}: {terms}"
         if self.consecutive_nonfinite >= self.max_consecutive_nonfinite:
@@ -281,13 +319,15 @@ class StyleTransferModule(pl.LightningModule):
         if self.output_lr_scale == 1.0 or not output:
             return [{"params": body + output}]
         # Named for TensorBoard's learning-rate curves: lr-Adam/body and lr-Adam/output.
-        return [{"params": body, "name": "body"},
-                {"params": output, "name": "output", "output_lr_scale": self.output_lr_scale}]
+        return [
+            {"params": body, "name": "body"},
+            {"params": output, "name": "output", "output_lr_scale": self.output_lr_scale},
+        ]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         groups = self.parameter_groups()
         optimizer = self.optimizer_factory(groups)
-        for group, spec in zip(optimizer.param_groups, groups):
+        for group, spec in zip(optimizer.param_groups, groups, strict=False):
             group["lr"] *= spec.get("output_lr_scale", 1.0)
         fine_tuning = len(self.trained_conditions) < self.transformer.num_conditions
         decay = [group.get("weight_decay", 0.0) for group in optimizer.param_groups]
@@ -297,7 +337,15 @@ class StyleTransferModule(pl.LightningModule):
                 f"optimizer weight_decay={max(decay)} would change the base network's styles while fine-tuning: "
                 "set optimizer.weight_decay=0 with finetune_from"
             )
-        return optimizer
+        if self.lr_schedule == "constant":
+            return optimizer
+        total = max(int(self.trainer.max_steps), 1)
+
+        def cosine(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trained = [self.condition_names[c] for c in self.trained_conditions.tolist()]
@@ -326,9 +374,30 @@ class StyleTransferModule(pl.LightningModule):
         redrawn = []
         for group in groups:
             extra = {key: value for key, value in group.items() if key != "params"}
-            redrawn.append({**base, **extra, "params": [next(numbers) for _ in group["params"]],
-                            "lr": base["lr"] * group.get("output_lr_scale", 1.0)})
+            redrawn.append(
+                {
+                    **base,
+                    **extra,
+                    "params": [next(numbers) for _ in group["params"]],
+                    "lr": base["lr"] * group.get("output_lr_scale", 1.0),
+                }
+            )
         state["param_groups"] = redrawn
+
+
+def pin_exact_identity(network: TransformerNet, condition: int) -> None:
+    """Make ``condition`` of a ``residual_output`` network give back the photo exactly, and keep it so: its scale and
+    shift in the last instance norm are set to zero and their gradients zeroed (``TransformerNet``)."""
+    norm = network.output_norm
+    if not isinstance(norm, ConditionalInstanceNorm2d):
+        raise ValueError("an exact identity needs a network with conditional instance norms (two or more conditions)")
+    row = torch.ones(network.num_conditions, 1)
+    row[condition] = 0.0
+    with torch.no_grad():
+        norm.weight[condition] = 0.0
+        norm.bias[condition] = 0.0
+    for parameter in (norm.weight, norm.bias):
+        parameter.register_hook(lambda grad, mask=row: grad * mask.to(grad))
 
 
 def freeze_all_but(network: TransformerNet, conditions: Sequence[int]) -> None:

@@ -16,7 +16,6 @@ from nst_fast.errors import ConfigError
 from nst_fast.losses import STYLE_NORMALISATIONS, StyleLoss, StyleNormalisation, content_cost, total_variation
 from nst_fast.models.vgg import VGGFeatures
 
-
 #: ``style_index`` value of a sample trained as the identity (content cost only: give back the photo).
 IDENTITY = -1
 
@@ -49,6 +48,9 @@ class PerceptualLoss(nn.Module):
     each style may multiply them by its own factors (``set_styles``). ``stability_weight`` (0: off),
     ``stability_shift`` (largest pan in pixels) and ``stability_noise`` (noise standard deviation, images in
     [0, 1]) configure the stability term that ``StyleTransferModule`` adds (see ``nst_fast.losses.perturb``).
+    ``jitter``: in training, the loss network sees the photo and the generated image both cropped at a random
+    offset of ``0 .. jitter - 1`` pixels per step (``StyleTransferModule``), so that the transformation network's
+    pixel grid (it upsamples by 4) does not stay aligned with the loss network's pooling grid; 0 or 1: off.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class PerceptualLoss(nn.Module):
         stability_weight: float = 0.0,
         stability_shift: float = 1.0,
         stability_noise: float = 0.02,
+        jitter: int = 0,
     ) -> None:
         super().__init__()
         if style_normalisation not in STYLE_NORMALISATIONS:
@@ -79,6 +82,7 @@ class PerceptualLoss(nn.Module):
         self.stability_weight = float(stability_weight)
         self.stability_shift = float(stability_shift)
         self.stability_noise = float(stability_noise)
+        self.jitter = int(jitter)
         self.features = VGGFeatures([*self.style_layers, content_layer], arch=network, weights=weights)
         self.style: StyleLoss | None = None
 

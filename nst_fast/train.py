@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nst_fast.assets import BUNDLED_CHECKPOINTS, bundled_checkpoint
 from nst_fast.callbacks import FinalCheckpoint, last_checkpoint_path
 from nst_fast.checkpoint import checkpoint_info, load_transformer, read_checkpoint
 from nst_fast.checkpoint_io import AtomicCheckpointIO
@@ -86,7 +87,26 @@ class NetworkPlan:
 
 def _model_config(cfg: DictConfig) -> dict[str, int | bool]:
     """The configured network's architecture as ``TransformerNet.config`` records it (without ``num_conditions``)."""
-    return architecture(cfg.model.base_channels, cfg.model.residual_blocks, cfg.model.get("separable", False))
+    return architecture(
+        cfg.model.base_channels,
+        cfg.model.residual_blocks,
+        cfg.model.get("separable", False),
+        cfg.model.get("residual_output", False),
+        cfg.model.get("upsample", "nearest"),
+    )
+
+
+def finetune_base(spec: str) -> Path:
+    """``finetune_from``: a checkpoint file, or the name of a bundled model (``nst_fast.assets.BUNDLED_CHECKPOINTS``)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if spec in BUNDLED_CHECKPOINTS:
+        return bundled_checkpoint(spec)
+    raise MissingFileError(
+        f"finetune_from={spec!r} does not exist; pass a .ckpt written by an earlier run or a "
+        f"bundled model ({', '.join(BUNDLED_CHECKPOINTS)})"
+    )
 
 
 def plan_network(cfg: DictConfig) -> NetworkPlan:
@@ -99,9 +119,7 @@ def plan_network(cfg: DictConfig) -> NetworkPlan:
         identity = uses_identity(cfg, len(specs))
         network = instantiate(cfg.model, num_conditions=len(specs) + int(identity))
         return NetworkPlan(network, [spec.record() for spec in specs], identity, specs)
-    path = Path(base_path).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"finetune_from={base_path!r} does not exist; pass a .ckpt written by an earlier run")
+    path = finetune_base(str(base_path))
     base, info = load_transformer(path)
     clash = [spec.name for spec in specs if spec.name in info.style_names]
     if clash:
@@ -124,7 +142,10 @@ def plan_network(cfg: DictConfig) -> NetworkPlan:
     network = add_conditions(base, len(specs), first)
     log.info("fine-tuning %s into %s (conditions %s)", [s.name for s in specs], base_path, info.condition_names)
     return NetworkPlan(
-        network.train(), info.styles + [spec.record() for spec in specs], info.identity, specs,
+        network.train(),
+        info.styles + [spec.record() for spec in specs],
+        info.identity,
+        specs,
         trained=list(range(first, first + len(specs))),
     )
 
@@ -174,17 +195,13 @@ def build_module(cfg: DictConfig, plan: NetworkPlan | None = None) -> StyleTrans
     loss.set_styles(
         style_images, [spec.style_weight for spec in plan.specs], [spec.content_weight for spec in plan.specs]
     )
-    return StyleTransferModule(
+    return instantiate(
+        cfg.module,
         transformer=plan.network,
         loss=loss,
-        optimizer=instantiate(cfg.optimizer),
         styles=plan.styles,
         identity=plan.identity,
         trained_conditions=plan.trained,
-        channels_last=cfg.channels_last,
-        max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
-        compile=cfg.compile,
-        output_lr_scale=cfg.output_lr_scale,
     )
 
 
@@ -216,7 +233,9 @@ def train(cfg: DictConfig) -> TrainResult:
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     checkpoint_io = AtomicCheckpointIO(preloaded={ckpt_path: resumed} if resumed is not None else None)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[checkpoint_io])
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[checkpoint_io]
+    )
     datamodule.check_batches(trainer.num_nodes * trainer.num_devices)  # world_size is 1 until fit starts DDP
     module = build_module(cfg, plan)
     for logger in trainer.loggers:

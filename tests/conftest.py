@@ -30,11 +30,22 @@ def _exported(root: Path, network, styles, identity: bool = False) -> dict:
 
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 3,
-                "nst_fast": checkpoint_metadata(network, styles, identity=identity)}, ckpt)
+    torch.save(
+        {
+            "state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()},
+            "global_step": 3,
+            "nst_fast": checkpoint_metadata(network, styles, identity=identity),
+        },
+        ckpt,
+    )
     result = export_checkpoint(ckpt, uint8=True, torchscript=True, log=lambda _: None)
-    return {"network": network, "ckpt": ckpt, "onnx": result.file("onnx"), "uint8": result.file("onnx_uint8"),
-            "torchscript": result.file("torchscript")}
+    return {
+        "network": network,
+        "ckpt": ckpt,
+        "onnx": result.file("onnx"),
+        "uint8": result.file("onnx_uint8"),
+        "torchscript": result.file("torchscript"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +63,19 @@ def multi_models(tmp_path_factory) -> dict:
     from helpers import small_network
 
     return _exported(tmp_path_factory.mktemp("multi"), small_network(3, num_conditions=4), MULTI_STYLES, identity=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One S3-compatible server on 127.0.0.1 for the session (``tests/s3_server.py``); skips without moto."""
+    from s3_server import loopback_s3
+
+    with loopback_s3(tmp_path_factory.mktemp("aws")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The loopback S3 server, with this test's AWS settings (environment) pointing at it."""
+    s3_server.apply(monkeypatch)
+    return s3_server

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from helpers import compose_train_config
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader
-
-from helpers import compose_train_config
 
 from nst_fast.train import build_module
 
@@ -44,15 +43,29 @@ def main(out: Path) -> None:
     module = build_module(compose_train_config("experiment=smoke"))
     record = Record()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy=DDPStrategy(timeout=timedelta(seconds=60), broadcast_buffers=False),
-        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        use_distributed_sampler=False, callbacks=[record],
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(timeout=timedelta(seconds=60), broadcast_buffers=False),
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[record],
     )
     rank = int(os.environ.get("LOCAL_RANK", 0))
     trainer.fit(module, train_dataloaders=DataLoader(batches(rank), batch_size=None))
     adam_steps = {int(state["step"]) for state in trainer.optimizers[0].state.values()}
-    torch.save({"weights": record.weights, "nonfinite": record.nonfinite, "adam_steps": adam_steps,
-                "rank": trainer.global_rank}, out / f"rank{trainer.global_rank}.pt")
+    torch.save(
+        {
+            "weights": record.weights,
+            "nonfinite": record.nonfinite,
+            "adam_steps": adam_steps,
+            "rank": trainer.global_rank,
+        },
+        out / f"rank{trainer.global_rank}.pt",
+    )
 
 
 if __name__ == "__main__":

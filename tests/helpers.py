@@ -20,38 +20,43 @@ def run_train(*overrides: str, cwd: Path, timeout: float = 300, check: bool = Tr
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "train.py"), *overrides],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
 def events(run_dir: Path) -> EventAccumulator:
     """The TensorBoard events of a run, loaded (all scalars and images kept)."""
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0}
+    )
     accumulator.Reload()
     return accumulator
 
 
 def compose_train_config(*overrides: str):
     """The training config as ``train.py`` would see it (without Hydra's runtime section)."""
-    from hydra import compose, initialize_config_dir
+    from nst_fast.config import compose
 
-    from nst_fast.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose("train", overrides)
 
 
-def small_network(seed: int = 0, num_conditions: int = 1) -> TransformerNet:
+def small_network(seed: int = 0, num_conditions: int = 1, separable: bool = False) -> TransformerNet:
     """TransformerNet(8, 1) with random instance-norm affine parameters too (they start at 1 and 0); with
-    ``num_conditions > 1`` every condition's row is random, so the conditions differ."""
+    ``num_conditions > 1`` every condition's row is random, so the conditions differ; ``separable``: the light
+    network's depthwise-separable blocks (``model=light``)."""
     from nst_fast.models.transformer import ConditionalInstanceNorm2d
 
     torch.manual_seed(seed)
-    network = TransformerNet(8, 1, num_conditions=num_conditions)
+    network = TransformerNet(8, 1, num_conditions=num_conditions, separable=separable)
     with torch.no_grad():
         for module in network.modules():
             if isinstance(module, (torch.nn.InstanceNorm2d, ConditionalInstanceNorm2d)):
@@ -68,3 +73,34 @@ def load_example_client():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def logged_batches(run_dir: Path) -> dict[tuple[int, int], list[str]]:
+    """``(rank, step) -> ["index:file@left,top", ...]``: every training batch's crops, from the run's logs (rank N > 0
+    logs to ``train_ddp_process_N.log``) as ``hydra.verbose=nst_fast.data`` writes them."""
+    import re
+
+    batches: dict[tuple[int, int], list[str]] = {}
+    for log in sorted(run_dir.glob("train*.log")):
+        for rank, step, crops in re.findall(r"rank (\d+) step (\d+) batch: (.*)", log.read_text()):
+            batches[int(rank), int(step)] = crops.split("; ")
+    return batches
+
+
+def train_in_process(run_dir: Path, *overrides: str):
+    """``nst_fast.train.train`` on the composed config, in this process, with Hydra's runtime set as ``train.py``
+    sets it (the run folder ``run_dir``): config and data mistakes raise here as they would exit ``train.py``, without
+    the few seconds of a new interpreter. Hydra's own composition errors raise from the composition."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from nst_fast.config import CONFIG_DIR, register_resolvers, translate_overrides
+    from nst_fast.train import train
+
+    register_resolvers()
+    overrides = (*translate_overrides(list(overrides), lambda note: None), f"hydra.run.dir={run_dir}")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return train(cfg)

@@ -76,7 +76,9 @@ def write_png_16bit(path: Path, array: np.ndarray) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -85,9 +87,19 @@ def write_tiff_16bit(path: Path, array: np.ndarray, signed: bool = False) -> Pat
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else array.shape[2]
     pixels = array.astype("<i2" if signed else "<u2").tobytes()
-    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, channels, 16), (259, 3, 1, 1),
-            (262, 3, 1, 1 if channels == 1 else 2), (273, 4, 1, 0), (277, 3, 1, channels), (278, 4, 1, height),
-            (279, 4, 1, len(pixels)), (284, 3, 1, 1), (339, 3, channels, 2 if signed else 1)]
+    tags = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, channels, 16),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1 if channels == 1 else 2),
+        (273, 4, 1, 0),
+        (277, 3, 1, channels),
+        (278, 4, 1, height),
+        (279, 4, 1, len(pixels)),
+        (284, 3, 1, 1),
+        (339, 3, channels, 2 if signed else 1),
+    ]
     ifd_end = 8 + 2 + 12 * len(tags) + 4
     extra = b""  # values of more than two shorts live after the IFD
     entries = []
@@ -96,7 +108,9 @@ def write_tiff_16bit(path: Path, array: np.ndarray, signed: bool = False) -> Pat
             entries.append(struct.pack("<HHII", tag, kind, count, ifd_end + len(extra)))
             extra += struct.pack(f"<{count}H", *[value] * count)
         elif kind == 3:
-            entries.append(struct.pack("<HHI", tag, kind, count) + struct.pack("<2H", *([value] * count + [0] * (2 - count))))
+            entries.append(
+                struct.pack("<HHI", tag, kind, count) + struct.pack("<2H", *([value] * count + [0] * (2 - count)))
+            )
         else:
             entries.append(struct.pack("<HHII", tag, kind, count, value))
     data_offset = ifd_end + len(extra)
@@ -121,6 +135,17 @@ def pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
     return (np.stack(channels, -1) * 255).round().astype(np.uint8)
 
 
+def write_photos(folder: Path, count: int, width: int = 96, height: int = 64) -> list[Path]:
+    """``count`` distinct JPEG photos (``pattern`` with seeds 0, 1, ...), half of them in a subfolder."""
+    paths = []
+    for index in range(count):
+        path = folder / ("odd" if index % 2 else "") / f"photo{index:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pattern(height, width, seed=index)).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
 def write_video(path: Path, rgb_frames: list[np.ndarray], fps: int = 8, audio: bool = True) -> None:
     """An H.264 (yuv444p for odd sizes) + AAC file of these uint8 RGB ``[H, W, 3]`` frames, with a 440 Hz tone
     as long as the frames when ``audio``."""
@@ -141,7 +166,7 @@ def write_video(path: Path, rgb_frames: list[np.ndarray], fps: int = 8, audio: b
             samples = (0.3 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)
             for start in range(0, samples.size, 1024):
                 chunk = av.AudioFrame.from_ndarray(
-                    samples[None, start:start + 1024].copy(), format="fltp", layout="mono"
+                    samples[None, start : start + 1024].copy(), format="fltp", layout="mono"
                 )
                 chunk.sample_rate, chunk.pts = 16000, start
                 container.mux(sound.encode(chunk))

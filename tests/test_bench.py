@@ -23,10 +23,32 @@ def bench_module():
 
 def test_train_step_writes_record(bench_module, tmp_path: Path) -> None:
     train_step = bench_module("train_step")
-    record = train_step.main([
-        "--size", "32", "--batch", "1", "--steps", "1", "--warmup", "0", "--loader-workers", "0",
-        "--loader-batches", "1", "--compare-curves", "2", "--style-size", "32", "--peak-size", "256", "--also", "32-true+channels_last+plain_layers", "--out-dir", str(tmp_path),
-    ])
+    record = train_step.main(
+        [
+            "--size",
+            "32",
+            "--batch",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--loader-workers",
+            "0",
+            "--loader-batches",
+            "1",
+            "--compare-curves",
+            "2",
+            "--style-size",
+            "32",
+            "--peak-size",
+            "256",
+            "--also",
+            "32-true+channels_last+plain_layers",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     saved = json.loads(Path(record["record_path"]).read_text())
     assert Path(record["record_path"]).parent == tmp_path
     for key in ("machine", "config", "ours", "steps", "ratio_ours_vs_reference", "flops", "loader", "curves"):
@@ -45,14 +67,26 @@ def test_train_step_writes_record(bench_module, tmp_path: Path) -> None:
 
 def test_inference_writes_record(bench_module, tmp_path: Path) -> None:
     inference = bench_module("inference")
-    record = inference.main([
-        "--sizes", "32,40x24", "--repeats", "1", "--warmup", "0", "--runtimes", "eager-fp32,eager-fp32-cl,torchscript",
-        "--out-dir", str(tmp_path),
-    ])
+    record = inference.main(
+        [
+            "--sizes",
+            "32,40x24",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--runtimes",
+            "eager-fp32,eager-fp32-cl,torchscript",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     saved = json.loads(Path(record["record_path"]).read_text())
     assert {"machine", "config", "runtimes", "results"} <= set(saved)
     rows = {(r["size"], r["runtime"]): r for r in saved["results"]}
-    assert set(rows) == {(s, r) for s in ("32", "40x24") for r in ("eager-fp32-plain", "eager-fp32", "eager-fp32-cl", "torchscript")}
+    assert set(rows) == {
+        (s, r) for s in ("32", "40x24") for r in ("eager-fp32-plain", "eager-fp32", "eager-fp32-cl", "torchscript")
+    }
     for row in rows.values():
         assert row["median_s"] > 0 and row["max_abs_diff_vs_reference"] < 1e-3
     assert rows[("40x24", "eager-fp32-plain")]["width"] == 40 and rows[("40x24", "eager-fp32-plain")]["height"] == 24
@@ -74,35 +108,64 @@ def _save(path: Path, network, styles: list[dict], identity: bool, step: int) ->
     from nst_fast.checkpoint import checkpoint_metadata
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": step,
-                "nst_fast": checkpoint_metadata(network, styles, identity)}, path)
+    torch.save(
+        {
+            "state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()},
+            "global_step": step,
+            "nst_fast": checkpoint_metadata(network, styles, identity),
+        },
+        path,
+    )
     return path
 
 
 def test_multistyle_report_writes_record_and_sheet(bench_module, tmp_path: Path) -> None:
-    from PIL import Image
-
     from helpers import small_network
     from image_factory import write_good_images
+    from PIL import Image
 
-    from nst_fast.config import asset_path
+    from nst_fast.assets import asset_path
 
     write_good_images(tmp_path / "photos")
-    styles = [{"name": n, "image": asset_path(f"styles/{f}"), "size": 32}
-              for n, f in (("starry", "starry_night.jpg"), ("wave", "wave.jpg"))]
+    styles = [
+        {"name": n, "image": asset_path(f"styles/{f}"), "size": 32}
+        for n, f in (("starry", "starry_night.jpg"), ("wave", "wave.jpg"))
+    ]
     multi = _save(tmp_path / "multi" / "checkpoints" / "last.ckpt", small_network(1, 3), styles, True, 10)
     single = _save(tmp_path / "single" / "checkpoints" / "last.ckpt", small_network(2), styles[:1], False, 5)
     new = {"name": "udnie", "image": asset_path("styles/udnie.jpg"), "size": 32}
     scratch = _save(tmp_path / "scratch" / "checkpoints" / "last.ckpt", small_network(3), [new], False, 5)
     for step in (1, 2):
-        _save(tmp_path / "tuned" / "checkpoints" / f"step_{step:06d}.ckpt", small_network(step, 4), styles + [new],
-              True, step)
+        _save(
+            tmp_path / "tuned" / "checkpoints" / f"step_{step:06d}.ckpt",
+            small_network(step, 4),
+            styles + [new],
+            True,
+            step,
+        )
     multistyle = bench_module("multistyle")
-    record = multistyle.main([
-        "--multi", str(multi), "--single", f"starry={single}", "--finetune-run", str(tmp_path / "tuned"),
-        "--scratch", str(scratch), "--sheet", str(tmp_path / "sheet.jpg"), "--photos", str(tmp_path / "photos"),
-        "--vgg-weights", "none", "--size", "32", "--out-dir", str(tmp_path / "records"),
-    ])
+    record = multistyle.main(
+        [
+            "--multi",
+            str(multi),
+            "--single",
+            f"starry={single}",
+            "--finetune-run",
+            str(tmp_path / "tuned"),
+            "--scratch",
+            str(scratch),
+            "--sheet",
+            str(tmp_path / "sheet.jpg"),
+            "--photos",
+            str(tmp_path / "photos"),
+            "--vgg-weights",
+            "random",
+            "--size",
+            "32",
+            "--out-dir",
+            str(tmp_path / "records"),
+        ]
+    )
     saved = json.loads(Path(record["record_path"]).read_text())
     rows = {row["style"]: row for row in saved["comparison"]}
     assert set(rows) == {"starry", "wave"} and "single" in rows["starry"] and "single" not in rows["wave"]
@@ -149,13 +212,15 @@ def test_serve_load_report_on_synthetic_latencies(bench_module) -> None:
     assert serve_load.percentile([3.0], 99) == 3.0
 
 
+@pytest.mark.slow
 def test_serve_load_smoke_run(bench_module, tmp_path: Path) -> None:
     from onnx_factory import tiny_onnx_model
 
     serve_load = bench_module("serve_load")
     model = tiny_onnx_model(tmp_path / "tiny.onnx", ["wave"])
-    record = serve_load.main(["--model", str(model), "--clients", "2", "--duration", "1.5", "--size", "48",
-                              "--out-dir", str(tmp_path)])
+    record = serve_load.main(
+        ["--model", str(model), "--clients", "2", "--duration", "1.5", "--size", "48", "--out-dir", str(tmp_path)]
+    )
     (row,) = json.loads(Path(record["record_path"]).read_text())["results"]
     assert row["images"] > 0 and row["errors"] == 0 and row["healthz_failures"] == 0, row
     assert row["server_exit_status"] == 0 and row["server_peak_rss_mb"] > 0
@@ -163,16 +228,101 @@ def test_serve_load_smoke_run(bench_module, tmp_path: Path) -> None:
         serve_load.main(["--url", "http://example.com:8000", "--out-dir", str(tmp_path)])
 
 
-def test_temporal_demo_writes_gif_and_strip(bench_module, models, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_serve_hostile_smoke_run(bench_module, tmp_path: Path) -> None:
+    from onnx_factory import tiny_onnx_model
+
+    serve_hostile = bench_module("serve_hostile")
+    model = tiny_onnx_model(tmp_path / "tiny.onnx", ["wave"])
+    record = serve_hostile.main(
+        [
+            "--model",
+            str(model),
+            "--idle",
+            "30",
+            "--slow-headers",
+            "3",
+            "--slow-bodies",
+            "3",
+            "--clients",
+            "2",
+            "--duration",
+            "2",
+            "--settle",
+            "0.5",
+            "--size",
+            "48",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    row = json.loads(Path(record["record_path"]).read_text())["result"]
+    assert row["images"] > 0 and row["success_rate"] == 1.0 and row["healthz_failures"] == 0, row
+    assert row["server_exit_status"] == 0 and row["server_peak_rss_mb"] > 0
+    assert row["hostile"]["idle"]["opened"] >= 30 and row["hostile"]["slow_bodies"]["opened"] >= 3
+    with pytest.raises(SystemExit, match="at most 2000 connections"):
+        serve_hostile.main(["--model", str(model), "--idle", "5000", "--out-dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_browser_smoke_run(bench_module, tmp_path: Path) -> None:
+    from browser_support import require_chromium_here, require_runtime
+    from onnx_factory import tiny_onnx_model
     from PIL import Image
 
+    require_chromium_here()
+    require_runtime()
+    browser = bench_module("browser")
+    model = tiny_onnx_model(tmp_path / "tiny.onnx", ["wave"])
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 24), (200, 120, 40)).save(photo)
+    record = browser.main(
+        [
+            "--model",
+            str(model),
+            "--photo",
+            str(photo),
+            "--sizes",
+            "256",
+            "--repeats",
+            "1",
+            "--seconds",
+            "1",
+            "--warmup",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    saved = json.loads(Path(record["record_path"]).read_text())
+    assert {"cpu", "load_average", "chromium", "webcam", "first_result", "parity"} <= set(saved)
+    assert set(saved["webcam"]) == {"johnson 256 px browser", "johnson 256 px server"}
+    assert saved["webcam"]["johnson 256 px browser"][0]["where"].startswith("in this browser, WebAssembly")
+    browser_first = saved["first_result"]["johnson browser (nst-serve)"]
+    assert browser_first["seconds"] > 0 and "ort-wasm-simd-threaded.wasm" in browser_first["files"]
+    assert saved["parity"]["wasm"]["as uploaded"]["max_abs_diff"] <= 2
+
+
+def test_temporal_demo_writes_gif_and_strip(bench_module, models, tmp_path: Path) -> None:
     from image_factory import pattern
+    from PIL import Image
 
     Image.fromarray(pattern(60, 80)).save(tmp_path / "photo.png")
-    bench_module("temporal_demo").main([
-        str(models["onnx"]), "--photo", str(tmp_path / "photo.png"), "--size", "48x32", "--frames", "15",
-        "--gif", str(tmp_path / "a.gif"), "--diff", str(tmp_path / "d.png"),
-    ])
+    bench_module("temporal_demo").main(
+        [
+            str(models["onnx"]),
+            "--photo",
+            str(tmp_path / "photo.png"),
+            "--size",
+            "48x32",
+            "--frames",
+            "15",
+            "--gif",
+            str(tmp_path / "a.gif"),
+            "--diff",
+            str(tmp_path / "d.png"),
+        ]
+    )
     gif = Image.open(tmp_path / "a.gif")
     assert gif.n_frames == 15 and gif.size == (2 * 48 + 4, 32 + 18)
     assert Image.open(tmp_path / "d.png").size == (3 * (48 - 2 + 4), 2 * (32 - 1 + 4 + 16))
@@ -181,19 +331,44 @@ def test_temporal_demo_writes_gif_and_strip(bench_module, models, tmp_path: Path
 def test_temporal_inference_writes_record(bench_module, models, tmp_path: Path) -> None:
     if not (BENCH / "temporal.py").is_file():
         pytest.skip("bench/temporal.py (the known-motion flicker ratio, from the stability work) is not here")
-    from PIL import Image
-
     from image_factory import pattern
+    from PIL import Image
 
     photos = tmp_path / "photos"
     photos.mkdir()
     for index in range(2):
         Image.fromarray(pattern(72, 96, index)).save(photos / f"p{index}.png")
-    record = bench_module("temporal_inference").main([
-        str(models["onnx"]), "--photos", str(photos), "--clip-photo", "p0.png", "--weights", "0.7", "--presets", "fast",
-        "--size", "40", "--frames", "3", "--margin", "6", "--border", "2", "--clip-size", "48x32", "--clip-frames", "4",
-        "--cost-size", "32", "--repeats", "1", "--out-dir", str(tmp_path),
-    ])
+    record = bench_module("temporal_inference").main(
+        [
+            str(models["onnx"]),
+            "--photos",
+            str(photos),
+            "--clip-photo",
+            "p0.png",
+            "--weights",
+            "0.7",
+            "--presets",
+            "fast",
+            "--size",
+            "40",
+            "--frames",
+            "3",
+            "--margin",
+            "6",
+            "--border",
+            "2",
+            "--clip-size",
+            "48x32",
+            "--clip-frames",
+            "4",
+            "--cost-size",
+            "32",
+            "--repeats",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     saved = json.loads(Path(record["record_path"]).read_text())
     plain, blended = saved["results"]
     assert plain["preset"] is None and plain["departure_rms"] == 0 and blended["departure_rms"] > 0
@@ -203,10 +378,22 @@ def test_temporal_inference_writes_record(bench_module, models, tmp_path: Path) 
 
 def test_inference_times_the_int8_model(bench_module, tmp_path: Path) -> None:
     inference = bench_module("inference")
-    record = inference.main([
-        "--sizes", "36", "--repeats", "1", "--warmup", "0", "--runtimes", "onnxruntime-int8",
-        "--int8-calibration-size", "32", "--out-dir", str(tmp_path),
-    ])
+    record = inference.main(
+        [
+            "--sizes",
+            "36",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--runtimes",
+            "onnxruntime-int8",
+            "--int8-calibration-size",
+            "32",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     row = next(r for r in record["results"] if r["runtime"] == "onnxruntime-int8")
     assert row["median_s"] > 0 and 0 < row["max_abs_diff_vs_reference"] < 1.0
     assert 10.0 < row["psnr_db_vs_reference"] < 200.0  # quantised: close to the float network, not equal
@@ -214,8 +401,22 @@ def test_inference_times_the_int8_model(bench_module, tmp_path: Path) -> None:
 
 def test_inference_builds_the_light_network(bench_module, tmp_path: Path) -> None:
     inference = bench_module("inference")
-    record = inference.main(["--sizes", "32", "--repeats", "1", "--warmup", "0", "--runtimes", "onnxruntime-fp32",
-                             "--model", "light", "--out-dir", str(tmp_path)])
+    record = inference.main(
+        [
+            "--sizes",
+            "32",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--runtimes",
+            "onnxruntime-fp32",
+            "--model",
+            "light",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert {r["runtime"] for r in record["results"]} == {"eager-fp32-plain", "onnxruntime-fp32"}
     assert record["config"]["model"] == "light"
     with pytest.raises(SystemExit, match="--model tiny: no .*tiny.yaml; known: johnson, light"):
@@ -258,7 +459,7 @@ def test_pan_sequence_is_the_moving_window_and_whole_pixel_motion_undoes_exactly
     frames = temporal.pan_sequence(photo, (1.0, 2.0), frames=3, margin=4, noise_std=0.0)
     assert frames.shape == (3, 3, 32, 40)
     for k in range(3):  # window k starts at (4 + k, 4 + 2k)
-        torch.testing.assert_close(frames[k], photo[0, :, 4 + k:36 + k, 4 + 2 * k:44 + 2 * k])
+        torch.testing.assert_close(frames[k], photo[0, :, 4 + k : 36 + k, 4 + 2 * k : 44 + 2 * k])
     squared, count = temporal.motion_differences(frames, (1.0, 2.0), border=0)
     assert squared < 1e-10 and count == 2 * 3 * (32 - 1) * (40 - 2), "2 pairs, 3 channels, the pixels still in view"
     _, count = temporal.motion_differences(frames, (1.0, 2.0), border=2)
@@ -279,13 +480,16 @@ def test_flicker_ratio_is_one_for_the_identity_and_above_one_for_per_frame_noise
         assert result["flicker_ratio"] == pytest.approx(1.0, abs=1e-9) and result["input_rms"] > 0
     generator = torch.Generator().manual_seed(1)
     noisy = temporal.known_motion_flicker(
-        lambda frame: frame + 0.05 * torch.randn(frame.shape, generator=generator), photos, **options)
+        lambda frame: frame + 0.05 * torch.randn(frame.shape, generator=generator), photos, **options
+    )
     for result in noisy.values():
         # Independent noise of std s on each frame adds 2 s^2 to the squared difference: about (0.05/0.017)^2 more.
         assert result["flicker_ratio"] > 2.0
     blurred = temporal.known_motion_flicker(
         lambda frame: torch.nn.functional.avg_pool2d(frame, 3, stride=1, padding=1, count_include_pad=False),
-        photos, **options)
+        photos,
+        **options,
+    )
     assert blurred["still"]["flicker_ratio"] < 0.5, "a filter that averages the noise away flickers less"
 
 
@@ -298,7 +502,7 @@ def _write_video(path: Path, photo, frames: int = 6) -> None:
         stream = container.add_stream(codec, rate=8)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for k in range(frames):  # the photo panning right by 2 px a frame
-            array = (photo[0, :, 8:56, 4 + 2 * k:68 + 2 * k].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            array = (photo[0, :, 8:56, 4 + 2 * k : 68 + 2 * k].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
         container.mux(stream.encode(None))
 
@@ -313,8 +517,9 @@ def test_video_warping_error_identity_and_noise(bench_module, tmp_path: Path) ->
     identity = temporal.video_warping_error(lambda frame: frame, frames)
     assert identity["warping_ratio"] == pytest.approx(1.0) and identity["valid_fraction"] > 0.5
     generator = torch.Generator().manual_seed(2)
-    noisy = temporal.video_warping_error(lambda frame: frame + 0.05 * torch.randn(frame.shape, generator=generator),
-                                         frames)
+    noisy = temporal.video_warping_error(
+        lambda frame: frame + 0.05 * torch.randn(frame.shape, generator=generator), frames
+    )
     assert noisy["warping_ratio"] > 2.0
 
 
@@ -322,27 +527,122 @@ def test_temporal_report_writes_record(bench_module, tmp_path: Path) -> None:
     from helpers import small_network
     from image_factory import write_good_images
 
-    from nst_fast.config import asset_path
+    from nst_fast.assets import asset_path
 
     write_good_images(tmp_path / "photos")
     _write_video(tmp_path / "pan.mp4", _smooth_photos(1, 64, 96)[0], frames=3)
     style = {"name": "starry", "image": asset_path("styles/starry_night.jpg"), "size": 32}
     checkpoint = _save(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network(1), [style], False, 7)
     temporal = bench_module("temporal")
-    record = temporal.main([
-        str(checkpoint), "--photos", str(tmp_path / "photos"), "--vgg-weights", "none", "--size", "40",
-        "--frames", "3", "--margin", "4", "--border", "2", "--video", str(tmp_path / "pan.mp4"),
-        "--video-size", "48", "--sheet", str(tmp_path / "sheet.jpg"), "--out-dir", str(tmp_path / "records"),
-    ])
+    record = temporal.main(
+        [
+            str(checkpoint),
+            "--photos",
+            str(tmp_path / "photos"),
+            "--vgg-weights",
+            "random",
+            "--size",
+            "40",
+            "--frames",
+            "3",
+            "--margin",
+            "4",
+            "--border",
+            "2",
+            "--video",
+            str(tmp_path / "pan.mp4"),
+            "--video-size",
+            "48",
+            "--sheet",
+            str(tmp_path / "sheet.jpg"),
+            "--out-dir",
+            str(tmp_path / "records"),
+        ]
+    )
     saved = json.loads(Path(record["record_path"]).read_text())
     assert {"machine", "options", "motions", "results"} <= set(saved)
     result = saved["results"][0]
     assert result["step"] == 7
     starry = result["styles"]["starry"]
-    assert set(starry["flicker"]) == {"still", "whole", "subpixel", "all"} and starry["flicker"]["all"]["flicker_ratio"] > 0
+    assert (
+        set(starry["flicker"]) == {"still", "whole", "subpixel", "all"}
+        and starry["flicker"]["all"]["flicker_ratio"] > 0
+    )
     assert starry["videos"][str(tmp_path / "pan.mp4")]["frames"] == 3
     assert starry["heldout"]["style"] > 0 and starry["heldout"]["content"] > 0
     from PIL import Image
 
     with Image.open(tmp_path / "sheet.jpg") as sheet:  # photos, then stylised and flicker rows per checkpoint
         assert sheet.height == 3 * (160 + 4) + 4
+
+
+@pytest.mark.slow
+def test_data_throughput_writes_record(bench_module, tmp_path: Path) -> None:
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (dev extra)")
+    data_throughput = bench_module("data_throughput")
+    record = data_throughput.main(
+        [
+            "--count",
+            "8",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--batches",
+            "1",
+            "--workers",
+            "0",
+            "--repeats",
+            "1",
+            "--convert-workers",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    saved = json.loads(Path(record["record_path"]).read_text())
+    assert [c["into"] for c in saved["conversion"]] == ["local folder", "s3 (loopback)"]
+    assert all(c["photos"] == 8 and c["photos_per_s"] > 0 for c in saved["conversion"])
+    assert set(saved["loader_images_per_s"]) == {"folder w0", "stream-local w0", "stream-s3 w0"}
+    assert all(rate > 0 for rate in saved["loader_images_per_s"].values())
+    assert "cpu_model" in saved["machine"] and "training_images_per_s" not in saved
+
+
+@pytest.mark.slow
+def test_tiling_writes_record_and_crop(bench_module, models, tmp_path: Path) -> None:
+    from image_factory import pattern
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(2):
+        Image.fromarray(pattern(72, 96, index)).save(photos / f"p{index}.png")
+    record = bench_module("tiling").main(
+        [
+            "--models",
+            str(models["onnx"]),
+            "--sizes",
+            "0.02",
+            "--whole-up-to",
+            "0.02",
+            "--tile-size",
+            "64",
+            "--photos",
+            str(photos),
+            "--fidelity-size",
+            "96x64",
+            "--tile-sizes",
+            "16,32",
+            "--extra-photos",
+            "1",
+            "--crop",
+            str(tmp_path / "crop.jpg"),
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    saved = json.loads(Path(record["record_path"]).read_text())
+    tiled, whole = saved["memory"]
+    assert tiled["tiled"] and not whole["tiled"] and whole["max_diff_tiled_vs_whole"] <= 1
+    assert [(r["photo"], r["tile"]) for r in saved["fidelity"]] == [("p0.png", 16), ("p0.png", 32), ("p1.png", 16)]
+    assert all(r["max_diff"] <= 1 for r in saved["fidelity"]) and (tmp_path / "crop.jpg").is_file()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO_ROOT, run_train
+
+pytestmark = pytest.mark.slow  # signals and kill -9 against training subprocesses
 
 
 def start_long_run(run_dir: Path, cwd: Path, *overrides: str, wrapper: list[str] = ()) -> subprocess.Popen:
@@ -19,9 +20,20 @@ def start_long_run(run_dir: Path, cwd: Path, *overrides: str, wrapper: list[str]
     out = (cwd / "stdout.txt").open("w")
     err = (cwd / "stderr.txt").open("w")
     return subprocess.Popen(
-        [sys.executable, *wrapper, str(REPO_ROOT / "train.py"), "experiment=smoke", "trainer.max_steps=100000",
-         f"hydra.run.dir={run_dir}", *overrides],
-        cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=err, text=True,
+        [
+            sys.executable,
+            *wrapper,
+            str(REPO_ROOT / "train.py"),
+            "experiment=smoke",
+            "trainer.max_steps=100000",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=out,
+        stderr=err,
+        text=True,
     )
 
 
@@ -63,8 +75,13 @@ def test_signal_saves_checkpoint_and_exits_cleanly(tmp_path: Path, signum: int) 
     assert step >= 3 and optimiser_step == step
     assert not list((run_dir / "checkpoints").glob("*.tmp"))
     # Resume in the same run directory and train two more steps.
-    run_train("experiment=smoke", f"ckpt_path={last}", f"trainer.max_steps={step + 2}", f"hydra.run.dir={run_dir}",
-              cwd=tmp_path)
+    run_train(
+        "experiment=smoke",
+        f"ckpt_path={last}",
+        f"trainer.max_steps={step + 2}",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert step_of(last) == (step + 2, step + 2)
 
 
@@ -151,8 +168,12 @@ def train_in_process(run_dir: Path, *overrides: str):
     from nst_fast.train import train
 
     cfg = compose_train_config(
-        "experiment=smoke", f"trainer.default_root_dir={run_dir}", f"callbacks.checkpoint.dirpath={run_dir / 'checkpoints'}",
-        f"logger.tensorboard.save_dir={run_dir}", "callbacks.progress=null", *overrides,
+        "experiment=smoke",
+        f"trainer.default_root_dir={run_dir}",
+        f"callbacks.checkpoint.dirpath={run_dir / 'checkpoints'}",
+        f"logger.tensorboard.save_dir={run_dir}",
+        "callbacks.progress=null",
+        *overrides,
     )
     return train(cfg)
 
@@ -175,10 +196,13 @@ def test_last_checkpoint_written_once_and_resume_reads_the_checkpoint_once(tmp_p
 
     loads: list[str] = []
     real_load = torch.load
-    monkeypatch.setattr(torch, "load", lambda f, *a, **k: (loads.append(str(getattr(f, "name", f))), real_load(f, *a, **k))[1])
+    monkeypatch.setattr(
+        torch, "load", lambda f, *a, **k: (loads.append(str(getattr(f, "name", f))), real_load(f, *a, **k))[1]
+    )
     saved.clear()
-    result = train_in_process(tmp_path / "resumed", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
-                              "trainer.max_steps=8")
+    result = train_in_process(
+        tmp_path / "resumed", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=8"
+    )
     assert len(loads) == 1, f"the checkpoint is read once, not {len(loads)} times: {loads}"
     assert result.global_step == 8 and saved == ["last.ckpt"]  # ends between periodic saves: FinalCheckpoint writes it
     assert step_of(tmp_path / "resumed" / "checkpoints" / "last.ckpt") == (8, 8)

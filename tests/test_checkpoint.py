@@ -19,7 +19,9 @@ def save(path: Path, network: TransformerNet, meta: object) -> Path:
 def test_round_trip_rebuilds_the_same_network(tmp_path: Path) -> None:
     torch.manual_seed(0)
     network = TransformerNet(8, 1).eval()
-    path = save(tmp_path / "a.ckpt", network, checkpoint_metadata(network, {"name": "wave", "image": "w.jpg", "size": 64}))
+    path = save(
+        tmp_path / "a.ckpt", network, checkpoint_metadata(network, {"name": "wave", "image": "w.jpg", "size": 64})
+    )
     loaded, info = load_transformer(path)
     x = torch.rand(1, 3, 21, 30)
     torch.testing.assert_close(loaded(x), network(x), rtol=0, atol=0)

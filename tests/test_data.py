@@ -5,12 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
+from image_factory import gradient, write_bad_images, write_good_images
 from PIL import Image
 
-from image_factory import gradient, write_bad_images, write_good_images
-
-from nst_fast.data import ContentDataModule, ContentImages, collate, load_style_image
+from nst_fast.data import (
+    ContentDataModule,
+    ContentImages,
+    collate,
+    crop_generator,
+    load_style_image,
+    resize_shorter_side,
+)
 from nst_fast.errors import ConfigError, MissingFileError
 from nst_fast.images import ImageReadError, list_images, open_image, open_rgb
 
@@ -29,8 +34,15 @@ def test_awkward_formats_become_rgb(tmp_path: Path) -> None:
     assert np.abs(sixteen[..., 0].astype(int) - expected).max() <= 1, "16-bit values keep their full range"
 
 
-@pytest.mark.parametrize(("kind", "reason"), [("truncated", "not a readable image"), ("empty", "empty file"),
-                                              ("text", "not a readable image"), ("bomb", "over the limit")])
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("truncated", "not a readable image"),
+        ("empty", "empty file"),
+        ("text", "not a readable image"),
+        ("bomb", "over the limit"),
+    ],
+)
 def test_bad_files_raise_with_path_and_reason(tmp_path: Path, kind: str, reason: str) -> None:
     path = write_bad_images(tmp_path)[kind]
     with pytest.raises(ImageReadError, match=reason) as error:
@@ -94,28 +106,55 @@ def test_style_image_resized_by_shorter_side(tmp_path: Path) -> None:
         load_style_image(write_bad_images(tmp_path / "bad")["text"], 30)
 
 
-def first_batches(root: Path, rank: int, num_workers: int = 0, seed: int = 0) -> list[torch.Tensor]:
+def first_batches(root: Path, rank: int, num_workers: int = 0, seed: int = 0) -> list[dict]:
     """All batches of one epoch as rank ``rank`` of two draws them, after seeding as training does."""
     from types import SimpleNamespace
 
     torch.manual_seed(seed)
-    datamodule = ContentDataModule(root, image_size=32, batch_size=2, num_workers=num_workers, samples_per_epoch=8,
-                                   pin_memory=False)
+    datamodule = ContentDataModule(
+        root, image_size=32, batch_size=2, num_workers=num_workers, samples_per_epoch=8, pin_memory=False
+    )
     datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
     datamodule.setup()
-    return [batch["image"] for batch in datamodule.train_dataloader()]
+    return list(datamodule.train_dataloader())
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_each_rank_and_worker_draws_its_own_crops(tmp_path: Path, num_workers: int) -> None:
+def test_each_rank_draws_its_own_samples_and_crops(tmp_path: Path, num_workers: int) -> None:
     # One wide photo: every sample is that file, so only the random crop offsets and flips tell batches apart.
     Image.fromarray(gradient(400, 80)).save(tmp_path / "wide.png")
     rank0, rank1 = first_batches(tmp_path, 0, num_workers), first_batches(tmp_path, 1, num_workers)
-    assert all(not torch.equal(a, b) for a, b in zip(rank0, rank1)), "two ranks drew the same crops"
+    indices = [{crop.split(":")[0] for batch in rank for crop in batch["crops"]} for rank in (rank0, rank1)]
+    assert not indices[0] & indices[1] and len(indices[0] | indices[1]) == 8, "each rank its own half of the epoch"
+    assert all(not torch.equal(a["image"], b["image"]) for a, b in zip(rank0, rank1, strict=False)), (
+        "two ranks drew the same crops"
+    )
     for rank, batches in ((0, rank0), (1, rank1)):
         again = first_batches(tmp_path, rank, num_workers)
-        assert all(torch.equal(a, b) for a, b in zip(batches, again)), "crops are reproducible from the seed"
-    assert not torch.equal(rank0[0], first_batches(tmp_path, 0, num_workers, seed=1)[0]), "another seed, other crops"
-    if num_workers:
-        # Batches 0 and 1 come from workers 0 and 1: their streams differ too.
-        assert not torch.equal(rank0[0], rank0[1])
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, again, strict=False)), (
+            "reproducible from the seed"
+        )
+    assert not torch.equal(rank0[0]["image"], first_batches(tmp_path, 0, num_workers, seed=1)[0]["image"])
+
+
+def test_a_sample_crop_depends_on_seed_epoch_and_index_only(tmp_path: Path) -> None:
+    Image.fromarray(gradient(400, 80)).save(tmp_path / "wide.png")
+    single = [batch["image"] for batch in first_batches(tmp_path, 0, num_workers=0)]
+    parallel = [batch["image"] for batch in first_batches(tmp_path, 0, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(single, parallel, strict=False)), (
+        "the number of loader workers changes nothing"
+    )
+    dataset = ContentImages([tmp_path / "wide.png"], image_size=32, seed=3)
+    crops = {key: dataset[key]["image"] for key in [(0, 1), (0, 2), (1, 1)]}
+    assert torch.equal(crops[(0, 1)], dataset[(0, 1)]["image"]) and torch.equal(dataset[1]["image"], crops[(0, 1)])
+    assert not torch.equal(crops[(0, 1)], crops[(0, 2)]) and not torch.equal(crops[(0, 1)], crops[(1, 1)])
+    # Independently: the crop is the square at the offset crop_generator's draws give (the photo is 160x32 at 32 px).
+    generator = crop_generator(3, 1, 1)
+    top, left = (
+        torch.randint(0, 1, (), generator=generator).item(),
+        torch.randint(0, 129, (), generator=generator).item(),
+    )
+    expected = resize_shorter_side(Image.fromarray(gradient(400, 80)), 32).crop((left, top, left + 32, top + 32))
+    if torch.rand((), generator=generator) < 0.5:
+        expected = expected.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    torch.testing.assert_close(crops[(1, 1)], torch.from_numpy(np.asarray(expected).copy()).permute(2, 0, 1) / 255)

@@ -14,14 +14,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import load_example_client, small_network
 from PIL import Image
 
 from nst_fast import __version__
 from nst_fast.checkpoint import checkpoint_metadata
 from nst_fast.export import ExportError, export_checkpoint
-from nst_fast.triton_repo import TritonOptions
-from helpers import load_example_client, small_network
-
+from nst_fast.export.triton import TritonOptions
 from nst_fast.models import TransformerNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +64,21 @@ def test_writes_all_formats_beside_the_run(exported) -> None:
     run, _, result, lines = exported
     assert result.out_dir == run / "export"
     names = sorted(p.name for p in (run / "export").iterdir())
-    assert names == ["starry.fp16.onnx", "starry.onnx", "starry.torchscript.pt", "starry.uint8.onnx", "triton"]
+    assert names == [
+        "starry.fp16.onnx",
+        "starry.fp16.tiles.zip",
+        "starry.onnx",
+        "starry.tiles.zip",
+        "starry.torchscript.pt",
+        "starry.uint8.onnx",
+        "starry.uint8.tiles.zip",
+        "triton",
+    ]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "export"]  # no temporary folder left
-    # Every file was verified, and the max difference printed.
+    # Every file was verified, and the max difference printed (for tiles: tiled against the whole image).
     for name in names[:-1]:
-        assert any(line.strip().startswith(f"{name}: OK, max |diff|") for line in lines), lines
+        verified = f"{name}: OK, " + ("8 passes" if name.endswith(".tiles.zip") else "max |diff|")
+        assert any(line.strip().startswith(verified) for line in lines), lines
     assert any(line.strip().startswith("triton/starry/: config.pbtxt parses") for line in lines), lines
 
 
@@ -132,8 +141,10 @@ def test_uint8_onnx_takes_and_returns_images(exported) -> None:
 def test_torchscript_runs_without_the_package(exported, tmp_path) -> None:
     # Load the TorchScript file in a fresh interpreter in which `import nst_fast` fails.
     run, network, _, _ = exported
-    inputs = {"odd": np.random.default_rng(3).random((1, 3, 181, 243), dtype=np.float32),
-              "batch": np.random.default_rng(4).random((2, 3, 33, 47), dtype=np.float32)}
+    inputs = {
+        "odd": np.random.default_rng(3).random((1, 3, 181, 243), dtype=np.float32),
+        "batch": np.random.default_rng(4).random((2, 3, 33, 47), dtype=np.float32),
+    }
     for name, x in inputs.items():
         np.save(tmp_path / f"{name}.npy", x)
     script = f"""
@@ -145,7 +156,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import numpy as np, torch
 extra = {{"nst_fast.json": ""}}
-model = torch.jit.load({str(run / 'export' / 'starry.torchscript.pt')!r}, _extra_files=extra)
+model = torch.jit.load({str(run / "export" / "starry.torchscript.pt")!r}, _extra_files=extra)
 assert b"nst_fast.style_name" in extra["nst_fast.json"]
 for name in ("odd", "batch"):
     x = torch.from_numpy(np.load({str(tmp_path)!r} + f"/{{name}}.npy"))
@@ -162,7 +173,7 @@ for name in ("odd", "batch"):
 
 def test_wrong_graph_is_refused_by_the_parity_check(tmp_path, monkeypatch) -> None:
     """A graph that runs but computes something else (another network's weights) is refused at the default tolerance."""
-    import nst_fast.export as export_module
+    import nst_fast.export.pipeline as export_module
 
     real_export = export_module.export_onnx
     monkeypatch.setattr(export_module, "export_onnx", lambda network, *a, **k: real_export(small_network(1), *a, **k))
@@ -178,20 +189,33 @@ def test_wrong_graph_is_refused_by_the_parity_check(tmp_path, monkeypatch) -> No
 def _raise(error: BaseException):
     def raiser(*args, **kwargs):
         raise error
+
     return raiser
 
 
 @pytest.mark.parametrize(
     "target, error, message",
     [
-        ("onnx.checker.check_model", onnx.checker.ValidationError("Nodes in a graph must be topologically sorted"),
-         "starry.onnx: verification crashed (ValidationError: Nodes in a graph must be topologically sorted)"),
-        ("nst_fast.export._ort_session", RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad\nmore"),
-         "starry.onnx: verification crashed (RuntimeError: [ONNXRuntimeError] : 10 : INVALID_GRAPH : bad)"),
-        ("nst_fast.export._ort_session", OSError(24, "Too many open files"),
-         "starry.onnx: verification crashed (OSError: [Errno 24] Too many open files)"),
-        ("torch.jit.load", RuntimeError("PytorchStreamReader failed reading zip archive"),
-         "starry.torchscript.pt: verification crashed (RuntimeError: PytorchStreamReader failed reading zip archive)"),
+        (
+            "onnx.checker.check_model",
+            onnx.checker.ValidationError("Nodes in a graph must be topologically sorted"),
+            "starry.onnx: verification crashed (ValidationError: Nodes in a graph must be topologically sorted)",
+        ),
+        (
+            "nst_fast.export.verify.ort_session",
+            RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad\nmore"),
+            "starry.onnx: verification crashed (RuntimeError: [ONNXRuntimeError] : 10 : INVALID_GRAPH : bad)",
+        ),
+        (
+            "nst_fast.export.verify.ort_session",
+            OSError(24, "Too many open files"),
+            "starry.onnx: verification crashed (OSError: [Errno 24] Too many open files)",
+        ),
+        (
+            "torch.jit.load",
+            RuntimeError("PytorchStreamReader failed reading zip archive"),
+            "starry.torchscript.pt: verification crashed (RuntimeError: PytorchStreamReader failed reading zip archive)",
+        ),
     ],
     ids=["onnx-checker", "onnxruntime", "oserror-in-check", "jit-load"],
 )
@@ -230,8 +254,11 @@ def _not_ours(path: Path) -> Path:
 
 def _wrong_architecture(path: Path) -> Path:
     network = TransformerNet(8, 1)
-    checkpoint = {"state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()}, "global_step": 1,
-                  "nst_fast": checkpoint_metadata(TransformerNet(16, 2), STYLE)}
+    checkpoint = {
+        "state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()},
+        "global_step": 1,
+        "nst_fast": checkpoint_metadata(TransformerNet(16, 2), STYLE),
+    }
     torch.save(checkpoint, path)
     return path
 
@@ -263,9 +290,29 @@ def test_unwritable_output_is_an_error(tmp_path) -> None:
     assert blocker.read_text() == "not a folder"
 
 
+def test_web_without_the_runtime_files_is_refused_before_exporting(tmp_path, monkeypatch) -> None:
+    from nst_fast.export import pipeline
+    from nst_fast.export.results import ExportUsageError
+    from nst_fast.serve.webfiles import Runtime
+
+    monkeypatch.setattr(pipeline, "Runtime", type("Absent", (), {"load": lambda: Runtime.load(tmp_path / "none")}))
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network())
+    with pytest.raises(
+        ExportUsageError,
+        match=r"export.web=true needs the page's runtime: no onnxruntime-web files "
+        r"in .*none: in a checkout, run `python web/build.py`",
+    ):
+        export_checkpoint(ckpt, tmp_path / "out", web=True, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
 def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "export.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        [sys.executable, str(REPO_ROOT / "export.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
 
@@ -275,26 +322,48 @@ def test_cli_writes_only_to_out_dir(tmp_path) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     # Lightning names checkpoints step=N.ckpt: Hydra needs such a value quoted.
-    done = _run_cli([f"ckpt_path='{os.path.relpath(ckpt, cwd)}'", "export.torchscript=false", "export.triton=true",
-                     "export.triton_instance_kind=KIND_CPU", "export.triton_max_batch_size=2"], cwd)
+    done = _run_cli(
+        [
+            f"ckpt_path='{os.path.relpath(ckpt, cwd)}'",
+            "export.torchscript=false",
+            "export.triton.enabled=true",
+            "export.triton.instance_kind=KIND_CPU",
+            "export.triton.max_batch_size=2",
+        ],
+        cwd,
+    )
     assert done.returncode == 0, done.stderr
     assert "starry.onnx: OK, max |diff|" in done.stdout
     assert list(cwd.iterdir()) == []  # no outputs/, .hydra/ or export.log in the working directory
     export = tmp_path / "run" / "export"
     assert sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file()) == [
-        "starry.onnx", "triton/starry/1/model.onnx", "triton/starry/config.pbtxt"]
+        "starry.onnx",
+        "starry.tiles.zip",
+        "triton/starry/1/model.onnx",
+        "triton/starry/config.pbtxt",
+    ]
     config = (export / "triton" / "starry" / "config.pbtxt").read_text()
     assert "kind: KIND_CPU" in config and "max_batch_size: 2\n" in config
 
 
-@pytest.mark.parametrize("args, message, status", [
-    ([], "ckpt_path is required", 2),
-    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist", 2),
-    (["ckpt_path=CKPT", "export.tolerance=-1"], "verification failed: max |diff|", 1),
-    (["ckpt_path=CKPT", "export.triton_tensorrt=true"], "export.triton_tensorrt=true needs export.triton=true", 2),
-    (["ckpt_path=CKPT", "export.triton=true", "export.triton_instance_kind=KIND_TPU"],
-     "export.triton_instance_kind='KIND_TPU' is not one of KIND_GPU, KIND_CPU", 2),
-])
+@pytest.mark.parametrize(
+    "args, message, status",
+    [
+        ([], "ckpt_path is required", 2),
+        (["ckpt_path=/nonexistent/last.ckpt"], "does not exist", 2),
+        (["ckpt_path=CKPT", "export.tolerance=-1"], "verification failed: max |diff|", 1),
+        (
+            ["ckpt_path=CKPT", "export.triton.tensorrt=true"],
+            "export.triton.tensorrt=true needs export.triton.enabled=true",
+            2,
+        ),
+        (
+            ["ckpt_path=CKPT", "export.triton.enabled=true", "export.triton.instance_kind=KIND_TPU"],
+            "export.triton.instance_kind='KIND_TPU' is not one of KIND_GPU, KIND_CPU",
+            2,
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, args, message, status) -> None:
     ckpt = save_checkpoint(tmp_path / "ckpt" / "last.ckpt", small_network())
     done = _run_cli([arg.replace("CKPT", str(ckpt)) for arg in args], tmp_path / "ckpt")
@@ -315,9 +384,11 @@ WAVE_SIZE, WAVE_COLOUR = (90, 240), (20, 90, 200)
 
 def multi_styles(folder: Path) -> list[dict]:
     """The styles of the multi-style export in ``folder``."""
-    return [{"name": "starry", "image": FOREIGN_BUNDLED, "size": 256},
-            {"name": "wave", "image": str(folder / "paintings" / "wave.png"), "size": 256},
-            {"name": "udnie", "image": "/data/styles/udnie.jpg", "size": 256}]
+    return [
+        {"name": "starry", "image": FOREIGN_BUNDLED, "size": 256},
+        {"name": "wave", "image": str(folder / "paintings" / "wave.png"), "size": 256},
+        {"name": "udnie", "image": "/data/styles/udnie.jpg", "size": 256},
+    ]
 
 
 def paint_multi_styles(folder: Path) -> list[dict]:
@@ -351,7 +422,7 @@ def exported_multi(tmp_path_factory):
 def test_multi_style_export_takes_style_weights_per_image(exported_multi) -> None:
     run, network, result, lines = exported_multi
     path = result.file("onnx")
-    assert path.name == "starry+wave+udnie.onnx" and len(result.files) == 4
+    assert path.name == "starry+wave+udnie.onnx" and len(result.files) == 7  # 4 and the ONNX files' 3 tiles files
     model = onnx.load(str(path))
     image, weights = model.graph.input
     assert (image.name, weights.name) == ("image", "style_weights")
@@ -390,36 +461,32 @@ def test_multi_style_uint8_fp16_and_torchscript_take_the_weights(exported_multi)
 def test_verification_checks_blends_and_strength(tmp_path, monkeypatch) -> None:
     # A graph that is right for one-hot weights but ignores everything else (it snaps to the largest weight)
     # must be refused: the verification runs blends and reduced strengths, not only the styles themselves.
-    from nst_fast import export as export_module
+    import nst_fast.export.writers as writers
+    from nst_fast.interface import StyleWeightsInput
 
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", multi_network(2), MULTI_STYLES,
-                           identity=True)
+    ckpt = save_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", multi_network(2), MULTI_STYLES, identity=True
+    )
 
     class Snapping(torch.nn.Module):
         def __init__(self, network: torch.nn.Module, identity: bool) -> None:
             super().__init__()
-            self.inner = export_module.StyleWeightsInput(network, identity)
+            self.inner = StyleWeightsInput(network, identity)
 
         def forward(self, image, style_weights):
             full = torch.cat([style_weights, 1 - style_weights.sum(1, keepdim=True)], 1)
             snapped = torch.nn.functional.one_hot(full.argmax(1), full.shape[1]).float()
             return self.inner.network(image, snapped)
 
-    original = export_module.exported_interface
-    calls = {"n": 0}
-
-    def wrong_in_the_file(network, info):
-        calls["n"] += 1
-        return Snapping(network, info.identity) if calls["n"] > 1 else original(network, info)  # 1st: reference
-
-    monkeypatch.setattr(export_module, "exported_interface", wrong_in_the_file)
+    # The written file snaps; the reference (nst_fast.export.verify's own exported_interface) does not.
+    monkeypatch.setattr(writers, "exported_interface", lambda network, info: Snapping(network, info.identity))
     with pytest.raises(ExportError, match=r"starry\+wave\+udnie.onnx: verification failed"):
         export_checkpoint(ckpt, torchscript=False, log=lambda _: None)
 
 
 def test_verification_weights_cover_styles_blends_and_doses() -> None:
     from nst_fast.checkpoint import CheckpointInfo
-    from nst_fast.export import verification_weights
+    from nst_fast.export.verify import verification_weights
 
     info = CheckpointInfo(transformer={"num_conditions": 4}, styles=MULTI_STYLES, identity=True)
     cases = [tuple(c.tolist()) for c in verification_weights(info)]
@@ -427,6 +494,7 @@ def test_verification_weights_cover_styles_blends_and_doses() -> None:
     assert any(0 < max(c) < 1 and abs(sum(c) - 1) < 1e-6 for c in cases), "a blend"
     assert any(0 < sum(c) < 1 for c in cases) and (0, 0, 0) in cases, "reduced and zero strength"
     assert verification_weights(CheckpointInfo(transformer={}, styles=MULTI_STYLES[:1])) == [None]
+
 
 def test_cli_config_mistake_is_a_usage_error(tmp_path) -> None:
     done = _run_cli(["ckpt_path=/nonexistent/last.ckpt", "export.no_such_key=1"], tmp_path)
@@ -485,7 +553,8 @@ def test_thumbnails_of_the_paintings_in_style_order(exported_multi) -> None:
     # udnie: missing here -> null, with a note; the export went on.
     assert udnie is None
     assert [line for line in lines if "note:" in line] == [
-        "  note: style 'udnie': painting '/data/styles/udnie.jpg' not found here; its thumbnail is null"]
+        "  note: style 'udnie': painting '/data/styles/udnie.jpg' not found here; its thumbnail is null"
+    ]
 
 
 def test_missing_painting_gives_null(exported) -> None:
@@ -497,13 +566,15 @@ def test_missing_painting_gives_null(exported) -> None:
 
 def test_unreadable_painting_gives_null_with_a_note(tmp_path) -> None:
     from nst_fast.checkpoint import CheckpointInfo
-    from nst_fast.export import style_thumbnails
+    from nst_fast.export.metadata import style_thumbnails
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     bundled = {"name": "scream", "image": "styles/the_scream.jpg"}  # relative to the package's assets
     notes: list[str] = []
-    starry, scream = style_thumbnails(CheckpointInfo({}, [{"name": "starry", "image": str(broken)}, bundled]), notes.append)
+    starry, scream = style_thumbnails(
+        CheckpointInfo({}, [{"name": "starry", "image": str(broken)}, bundled]), notes.append
+    )
     assert starry is None and len(notes) == 1 and "style 'starry'" in notes[0] and "not a readable image" in notes[0]
     assert max(decode_jpeg(scream).size) == 128
 
@@ -526,7 +597,9 @@ def test_triton_repository_matches_the_onnx_graph(fixture, model, request) -> No
     repository = run / "export" / "triton"
     assert result.triton == repository / model
     assert sorted(str(p.relative_to(repository)) for p in repository.rglob("*") if p.is_file()) == [
-        f"{model}/1/model.onnx", f"{model}/config.pbtxt"]
+        f"{model}/1/model.onnx",
+        f"{model}/config.pbtxt",
+    ]
     assert (repository / model / "1" / "model.onnx").read_bytes() == result.file("onnx").read_bytes()
     config = parse_config(repository / model / "config.pbtxt")
     assert (config.name, config.platform) == (model, "onnxruntime_onnx")
@@ -536,7 +609,7 @@ def test_triton_repository_matches_the_onnx_graph(fixture, model, request) -> No
     session = ort.InferenceSession(str(repository / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     for declared, graph in ((config.input, session.get_inputs()), (config.output, session.get_outputs())):
         assert [t.name for t in declared] == [t.name for t in graph]
-        for tensor, value in zip(declared, graph):
+        for tensor, value in zip(declared, graph, strict=False):
             assert value.type == "tensor(float)" and schema.DataType.Name(tensor.data_type) == "TYPE_FP32"
             assert isinstance(value.shape[0], str)
             assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in value.shape[1:]]
@@ -564,22 +637,40 @@ def _multi_config(exported_multi) -> tuple[str, onnx.ModelProto]:
     return (folder / "config.pbtxt").read_text(), onnx.load(str(folder / "1" / "model.onnx"))
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ('dims: [ 3 ]', 'dims: [ 4 ]', "input 'style_weights' dims [4] are not the ONNX graph's [3] (its [-1, 3] without the batch dim)"),
-    ('dims: [ 3, -1, -1 ] },', 'dims: [ -1, 3, -1, -1 ] },', "input 'image' dims [-1, 3, -1, -1] are not the ONNX graph's [3, -1, -1]"),
-    ('"style_weights" data_type: TYPE_FP32', '"style_weights" data_type: TYPE_UINT8',
-     "input 'style_weights' data_type TYPE_UINT8 is not the ONNX graph's TYPE_FP32"),
-    ('name: "stylized"', 'name: "output"', "output names ['output'] are not the ONNX graph's ['stylized']"),
-    ('max_batch_size: 4', 'max_batch_size: 0', "dynamic_batching needs max_batch_size > 0"),
-    ('name: "starry_wave_udnie"', 'name: "starry+wave"', "name 'starry+wave' is not the model folder's name"),
-    ('768x768,style_weights:4x3', '768x768,style_weights:4x5', "trt_profile_max_shapes gives 'style_weights' the shape [4, 5]"),
-    ('image:4x3x768x768', 'image:9x3x768x768', "trt_profile_max_shapes gives 'image' batch 9 > max_batch_size 4"),
-    ('kind: KIND_GPU', 'kind: KIND_CPU', "a GPU execution accelerator is set but every instance group is KIND_CPU"),
-    ('max_batch_size: 4', 'max_batch_size: four', "does not parse as Triton's ModelConfig"),
-    ('dynamic_batching {', 'dynamic_batcher {', 'has no field named "dynamic_batcher"'),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "dims: [ 3 ]",
+            "dims: [ 4 ]",
+            "input 'style_weights' dims [4] are not the ONNX graph's [3] (its [-1, 3] without the batch dim)",
+        ),
+        (
+            "dims: [ 3, -1, -1 ] },",
+            "dims: [ -1, 3, -1, -1 ] },",
+            "input 'image' dims [-1, 3, -1, -1] are not the ONNX graph's [3, -1, -1]",
+        ),
+        (
+            '"style_weights" data_type: TYPE_FP32',
+            '"style_weights" data_type: TYPE_UINT8',
+            "input 'style_weights' data_type TYPE_UINT8 is not the ONNX graph's TYPE_FP32",
+        ),
+        ('name: "stylized"', 'name: "output"', "output names ['output'] are not the ONNX graph's ['stylized']"),
+        ("max_batch_size: 4", "max_batch_size: 0", "dynamic_batching needs max_batch_size > 0"),
+        ('name: "starry_wave_udnie"', 'name: "starry+wave"', "name 'starry+wave' is not the model folder's name"),
+        (
+            "768x768,style_weights:4x3",
+            "768x768,style_weights:4x5",
+            "trt_profile_max_shapes gives 'style_weights' the shape [4, 5]",
+        ),
+        ("image:4x3x768x768", "image:9x3x768x768", "trt_profile_max_shapes gives 'image' batch 9 > max_batch_size 4"),
+        ("kind: KIND_GPU", "kind: KIND_CPU", "a GPU execution accelerator is set but every instance group is KIND_CPU"),
+        ("max_batch_size: 4", "max_batch_size: four", "does not parse as Triton's ModelConfig"),
+        ("dynamic_batching {", "dynamic_batcher {", 'has no field named "dynamic_batcher"'),
+    ],
+)
 def test_wrong_triton_config_is_refused(exported_multi, old, new, message) -> None:
-    from nst_fast.triton_repo import TritonConfigError, check_triton_config
+    from nst_fast.export.triton import TritonConfigError, check_triton_config
 
     text, model = _multi_config(exported_multi)
     check_triton_config(text, model, "starry_wave_udnie")  # the written one passes
@@ -590,17 +681,24 @@ def test_wrong_triton_config_is_refused(exported_multi, old, new, message) -> No
 
 
 def test_export_fails_when_the_written_config_does_not_match(exported, tmp_path, monkeypatch) -> None:
-    from nst_fast import export as export_module
-    from nst_fast import triton_repo
+    from nst_fast.export import pipeline
+    from nst_fast.export import triton as triton_repo
 
     real = triton_repo.triton_config_text
-    monkeypatch.setattr(triton_repo, "triton_config_text",
-                        lambda *args: real(*args).replace('"stylized" data_type: TYPE_FP32 dims: [ 3, -1, -1 ]',
-                                                      '"stylized" data_type: TYPE_FP32 dims: [ 3, -1, 64 ]'))
+    monkeypatch.setattr(
+        triton_repo,
+        "triton_config_text",
+        lambda *args: real(*args).replace(
+            '"stylized" data_type: TYPE_FP32 dims: [ 3, -1, -1 ]', '"stylized" data_type: TYPE_FP32 dims: [ 3, -1, 64 ]'
+        ),
+    )
     _, _, result, _ = exported
-    with pytest.raises(ExportError, match=r"triton/starry/config.pbtxt: output 'stylized' dims \[3, -1, 64\] are not "
-                                          r"the ONNX graph's \[3, -1, -1\].*export.triton=false"):
-        export_module._write_triton(result.file("onnx"), tmp_path, "starry", TritonOptions(), result.info, print)
+    with pytest.raises(
+        ExportError,
+        match=r"triton/starry/config.pbtxt: output 'stylized' dims \[3, -1, 64\] are not "
+        r"the ONNX graph's \[3, -1, -1\].*export.triton.enabled=false",
+    ):
+        pipeline.write_triton(result.file("onnx"), tmp_path, "starry", TritonOptions(), result.info, print)
 
 
 def test_triton_needs_tritonclient_and_says_how_to_install_it(tmp_path, monkeypatch) -> None:
@@ -613,20 +711,23 @@ def test_triton_needs_tritonclient_and_says_how_to_install_it(tmp_path, monkeypa
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
 
 
-@pytest.mark.parametrize("options, message", [
-    (TritonOptions(max_batch_size=0), "export.triton_max_batch_size=0 must be an integer >= 1"),
-    (TritonOptions(tensorrt=True, instance_kind="KIND_CPU"), "export.triton_tensorrt=true needs GPU instances"),
-    (TritonOptions(trt_opt_side=512, trt_max_side=256), "export.triton_trt_max_side=256 must be an integer >= 512"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (TritonOptions(max_batch_size=0), "export.triton.max_batch_size=0 must be an integer >= 1"),
+        (TritonOptions(tensorrt=True, instance_kind="KIND_CPU"), "export.triton.tensorrt=true needs GPU instances"),
+        (TritonOptions(trt_opt_side=512, trt_max_side=256), "export.triton.trt_max_side=256 must be an integer >= 512"),
+    ],
+)
 def test_unusable_triton_options_are_refused(options, message) -> None:
-    from nst_fast.triton_repo import TritonConfigError
+    from nst_fast.export.triton import TritonConfigError
 
     with pytest.raises(TritonConfigError, match=re.escape(message)):
         options.check()
 
 
 def test_triton_model_names_are_url_friendly() -> None:
-    from nst_fast.triton_repo import triton_model_name
+    from nst_fast.export.triton import triton_model_name
 
     assert triton_model_name("starry") == "starry"
     assert triton_model_name("starry+wave+udnie") == "starry_wave_udnie"
@@ -662,7 +763,7 @@ def test_example_client_request_runs_on_the_exported_model(exported_multi, tmp_p
                 dtype = {"FP32": np.float32}[tensor.datatype()]
                 feeds[tensor.name()] = np.frombuffer(tensor._get_binary_data(), dtype=dtype).reshape(tensor.shape())
             names = [output.name() for output in outputs]
-            return Result(dict(zip(names, session.run(names, feeds))))
+            return Result(dict(zip(names, session.run(names, feeds), strict=False)))
 
     photo = Image.fromarray(np.random.default_rng(8).integers(0, 256, (21, 34, 3), dtype=np.uint8))
     out = client_module.stylize(StandIn(), "starry_wave_udnie", photo, style="wave", strength=0.5)
@@ -696,7 +797,7 @@ def export_int8(folder: Path, network: TransformerNet, photos: Path, min_psnr: f
 
     ckpt = save_checkpoint(folder / "checkpoints" / "last.ckpt", network, **checkpoint)
     lines: list[str] = []
-    settings = Int8Settings(calibration=str(photos), calibration_size=48, min_psnr=min_psnr)
+    settings = Int8Settings(calibration=str(photos), size=48, min_psnr=min_psnr)
     result = export_checkpoint(ckpt, torchscript=False, int8=True, int8_settings=settings, log=lines.append)
     return result, lines
 
@@ -712,7 +813,8 @@ def exported_int8(tmp_path_factory, calibration_folder):
 
 def test_int8_model_is_quantised_and_described_like_the_others(exported_int8) -> None:
     result, lines = exported_int8
-    assert sorted(p.name for p in result.out_dir.iterdir()) == ["starry.int8.onnx", "starry.onnx"]
+    names = sorted(p.name for p in result.out_dir.iterdir())
+    assert names == ["starry.int8.onnx", "starry.int8.tiles.zip", "starry.onnx", "starry.tiles.zip"]
     quantised, float_model = onnx.load(str(result.file("onnx_int8"))), onnx.load(str(result.file("onnx")))
     ops = [node.op_type for node in quantised.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -729,15 +831,20 @@ def test_int8_model_is_quantised_and_described_like_the_others(exported_int8) ->
 def test_int8_model_runs_at_any_size_close_to_the_float_model(exported_int8) -> None:
     result, _ = exported_int8
     x = np.random.default_rng(3).random((2, 3, 37, 51), dtype=np.float32) * 0.5 + 0.25
-    got = ort.InferenceSession(str(result.file("onnx_int8")), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    got = ort.InferenceSession(str(result.file("onnx_int8")), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x}
+    )[0]
     want = ort.InferenceSession(str(result.file("onnx")), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     assert got.shape == want.shape and got.dtype == np.float32
     assert psnr(got, want) > 15.0
 
 
 def test_int8_verification_below_the_threshold_is_an_actionable_error(tmp_path, calibration_folder) -> None:
-    with pytest.raises(ExportError, match=r"starry\.int8\.onnx: int8 verification failed: PSNR to the float32 model "
-                                          r"[\d.]+ dB < export\.int8_min_psnr 200 dB .*export\.int8_calibration=FOLDER.*accept a lower PSNR \(export\.int8_min_psnr"):
+    with pytest.raises(
+        ExportError,
+        match=r"starry\.int8\.onnx: int8 verification failed: PSNR to the float32 model "
+        r"[\d.]+ dB < export\.int8\.min_psnr 200 dB .*export\.int8\.calibration=FOLDER.*accept a lower PSNR \(export\.int8\.min_psnr",
+    ):
         export_int8(tmp_path / "run", small_network(), calibration_folder, min_psnr=200.0)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]  # nothing left behind
 
@@ -746,14 +853,18 @@ def test_int8_calibration_without_photos_is_a_usage_error(tmp_path) -> None:
     from nst_fast.export import ExportUsageError
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ExportUsageError, match=r"no photos for int8 calibration in .*empty: set export\.int8_calibration"):
+    with pytest.raises(
+        ExportUsageError, match=r"no photos for int8 calibration in .*empty: set export\.int8\.calibration"
+    ):
         export_int8(tmp_path / "run", small_network(), tmp_path / "empty", min_psnr=15.0)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]  # refused before exporting
 
 
 def test_int8_multi_style_model_takes_float_style_weights(tmp_path, calibration_folder) -> None:
     network = multi_network()
-    result, _ = export_int8(tmp_path / "run", network, calibration_folder, min_psnr=15.0, style=MULTI_STYLES, identity=True)
+    result, _ = export_int8(
+        tmp_path / "run", network, calibration_folder, min_psnr=15.0, style=MULTI_STYLES, identity=True
+    )
     session = ort.InferenceSession(str(result.file("onnx_int8")), providers=["CPUExecutionProvider"])
     weights_input = session.get_inputs()[1]
     assert weights_input.name == "style_weights" and weights_input.type == "tensor(float)"
@@ -777,7 +888,19 @@ def test_nst_stylize_runs_the_int8_model(exported_int8, tmp_path) -> None:
     model = load_model(result.file("onnx_int8"))
     assert "int8" in model.description and model.metadata["nst_fast.precision"] == "int8"
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (33, 47, 3), dtype=np.uint8)).save(tmp_path / "in.png")
-    assert main(["--model", str(result.file("onnx_int8")), str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(result.file("onnx_int8")),
+                str(tmp_path / "in.png"),
+                "-o",
+                str(tmp_path / "out.png"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "out.png").size == (47, 33)
 
 

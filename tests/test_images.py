@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from image_factory import write_pgm_16bit, write_png_16bit, write_tiff_16bit
+from PIL import Image
 
 from nst_fast.images import open_rgb
 
@@ -26,8 +25,11 @@ CASES = [(kind, rgb, bright) for kind in ("png", "tiff") for rgb in (False, True
 CASES += [("pgm", False, False), ("pgm", False, True)]  # PGM is grey only
 
 
-@pytest.mark.parametrize(("kind", "rgb", "bright"), CASES,
-                         ids=[f"{k}-{'rgb' if c else 'gray'}-{'bright' if b else 'dark'}" for k, c, b in CASES])
+@pytest.mark.parametrize(
+    ("kind", "rgb", "bright"),
+    CASES,
+    ids=[f"{k}-{'rgb' if c else 'gray'}-{'bright' if b else 'dark'}" for k, c, b in CASES],
+)
 def test_16_bit_files_are_scaled_by_their_bit_depth(tmp_path: Path, kind: str, rgb: bool, bright: bool) -> None:
     values = sixteen_bit(bright, rgb)
     path = WRITERS[kind](tmp_path / f"image.{kind}", values)
@@ -128,8 +130,11 @@ def test_encoding_to_bytes_matches_saving_to_a_file(tmp_path: Path, image_format
         encode_image(rgb, "gif")
     if image_format != "PNG":
         largest = {"JPEG": 65500, "WEBP": 16383}[image_format]  # the formats' own limits
-        with pytest.raises(ValueError, match=f"a {largest + 1}x2 image is too large for {image_format}, which "
-                                             f"stores at most {largest} pixels a side"):
+        with pytest.raises(
+            ValueError,
+            match=f"a {largest + 1}x2 image is too large for {image_format}, which "
+            f"stores at most {largest} pixels a side",
+        ):
             encode_image(np.zeros((2, largest + 1, 3), np.uint8), image_format)
         assert len(encode_image(np.zeros((2, largest, 3), np.uint8), image_format)) > 0
 

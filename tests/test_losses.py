@@ -11,10 +11,10 @@ from nst_fast.losses import (
     gram_matrix,
     perturb,
     scaled_gram,
+    stability_cost,
     style_cost,
     style_layer_cost,
     style_layer_cost_from_gram,
-    stability_cost,
     total_variation,
     translate,
 )
@@ -122,7 +122,9 @@ def test_named_normalisations_relate_to_reference() -> None:
 def test_energy_normalisation_is_scale_invariant() -> None:
     a_s, a_g = torch.rand(1, 4, 5, 5), torch.rand(2, 4, 5, 5)
     torch.testing.assert_close(style_layer_cost(a_s, a_g, "energy"), style_layer_cost(30 * a_s, 30 * a_g, "energy"))
-    torch.testing.assert_close(style_layer_cost(30 * a_s, 30 * a_g), style_layer_cost(a_s, a_g) * 30**4, rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        style_layer_cost(30 * a_s, 30 * a_g), style_layer_cost(a_s, a_g) * 30**4, rtol=1e-4, atol=0
+    )
 
 
 def test_unknown_normalisation_is_an_error() -> None:
@@ -192,16 +194,20 @@ def test_gradients_float64() -> None:
 def test_style_loss_with_several_styles_picks_each_samples_target() -> None:
     torch.manual_seed(3)
     layers = {"a": 1.0, "b": 0.5}
-    styles = [{"a": torch.rand(1, 4, 6, 5), "b": torch.rand(1, 6, 3, 3)},
-              {"a": torch.rand(1, 4, 9, 8), "b": torch.rand(1, 6, 4, 5)}]
+    styles = [
+        {"a": torch.rand(1, 4, 6, 5), "b": torch.rand(1, 6, 3, 3)},
+        {"a": torch.rand(1, 4, 9, 8), "b": torch.rand(1, 6, 4, 5)},
+    ]
     generated = {"a": torch.rand(3, 4, 5, 5), "b": torch.rand(3, 6, 3, 3)}
     together = StyleLoss(styles, layers, "energy")
     cost, per_layer = together(generated, torch.tensor([1, 0, 1]))
     for sample, style in enumerate([1, 0, 1]):
-        alone, alone_layers = StyleLoss(styles[style], layers, "energy")({k: v[sample:sample + 1] for k, v in generated.items()})
-        torch.testing.assert_close(cost[sample:sample + 1], alone)
+        alone, alone_layers = StyleLoss(styles[style], layers, "energy")(
+            {k: v[sample : sample + 1] for k, v in generated.items()}
+        )
+        torch.testing.assert_close(cost[sample : sample + 1], alone)
         for name in layers:
-            torch.testing.assert_close(per_layer[name][sample:sample + 1], alone_layers[name])
+            torch.testing.assert_close(per_layer[name][sample : sample + 1], alone_layers[name])
     with pytest.raises(ValueError, match="pass style_index"):
         together(generated)
 

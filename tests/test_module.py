@@ -5,9 +5,8 @@ import logging
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
-
 from helpers import compose_train_config
+from torch.utils.data import DataLoader
 
 from nst_fast.train import build_module
 
@@ -23,8 +22,12 @@ def make_module(*overrides: str):
 
 def fit(module, images: list[torch.Tensor]) -> pl.Trainer:
     trainer = pl.Trainer(
-        max_steps=len(images), accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_steps=len(images),
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, train_dataloaders=loader(images))
     return trainer
@@ -47,9 +50,11 @@ def test_nonfinite_step_is_skipped_and_named(caplog: pytest.LogCaptureFixture) -
 
 
 def test_repeated_nonfinite_steps_stop_the_run() -> None:
-    module = make_module("max_consecutive_nonfinite=2")
+    module = make_module("module.max_consecutive_nonfinite=2")
     nan = torch.full((2, 3, 32, 32), float("nan"))
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 1: total=nan, content=nan, style=nan.*2 such steps in a row"):
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite loss at step 1: total=nan, content=nan, style=nan.*2 such steps in a row"
+    ):
         fit(module, [nan, nan, nan])
 
 
@@ -127,8 +132,8 @@ def test_identity_samples_train_against_the_photo() -> None:
 
 
 def test_finetuning_freezes_everything_but_the_new_rows() -> None:
-    from nst_fast.module import freeze_all_but
     from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
+    from nst_fast.module import freeze_all_but
 
     torch.manual_seed(0)
     network = TransformerNet(8, 1, num_conditions=4)
@@ -140,8 +145,12 @@ def test_finetuning_freezes_everything_but_the_new_rows() -> None:
         network(torch.rand(2, 3, 16, 16), torch.eye(4)[[2, 2]]).square().mean().backward()
         optimizer.step()
     after = network.state_dict()
-    norms = {f"{name}.{p}" for name, m in network.named_modules() if isinstance(m, ConditionalInstanceNorm2d)
-             for p in ("weight", "bias")}
+    norms = {
+        f"{name}.{p}"
+        for name, m in network.named_modules()
+        if isinstance(m, ConditionalInstanceNorm2d)
+        for p in ("weight", "bias")
+    }
     for key, value in before.items():
         if key in norms:
             keep = [0, 1, 3]
@@ -164,8 +173,12 @@ def test_finetuning_refuses_weight_decay_which_would_move_the_frozen_rows() -> N
     loss = instantiate(cfg.loss)
     loss.set_styles([torch.rand(1, 3, 64, 64)])
     module = StyleTransferModule(
-        TransformerNet(8, 1, num_conditions=3), loss, partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.01),
-        styles=[{"name": "a"}, {"name": "b"}], identity=True, trained_conditions=[1],
+        TransformerNet(8, 1, num_conditions=3),
+        loss,
+        partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.01),
+        styles=[{"name": "a"}, {"name": "b"}],
+        identity=True,
+        trained_conditions=[1],
     )
     with pytest.raises(ConfigError, match="weight_decay=0.01 would change the base network's styles"):
         module.configure_optimizers()
@@ -174,13 +187,13 @@ def test_finetuning_refuses_weight_decay_which_would_move_the_frozen_rows() -> N
 
 
 def test_output_layer_learns_at_its_own_scale() -> None:
-    module = make_module("output_lr_scale=0.05", "optimizer.lr=0.002")
+    module = make_module("module.output_lr_scale=0.05", "module.optimizer.lr=0.002")
     body, output = module.configure_optimizers().param_groups
     last = module.transformer.decoder[-1]
     assert [id(p) for p in output["params"]] == [id(last.weight), id(last.bias)]
     assert body["lr"] == 0.002 and output["lr"] == pytest.approx(0.002 * 0.05)
     assert len(body["params"]) + 2 == len(list(module.transformer.parameters()))
-    single = make_module("output_lr_scale=1").configure_optimizers().param_groups
+    single = make_module("module.output_lr_scale=1").configure_optimizers().param_groups
     assert len(single) == 1 and single[0]["lr"] == 1e-3
 
 
@@ -194,8 +207,13 @@ def first_steps_costs(output_lr_scale: float, steps: int = 3) -> list[float]:
 
     torch.manual_seed(0)
     module = make_module()
-    module = StyleTransferModule(TransformerNet(), module.loss, partial(torch.optim.Adam, lr=1e-3),
-                                 styles=module.styles, output_lr_scale=output_lr_scale)
+    module = StyleTransferModule(
+        TransformerNet(),
+        module.loss,
+        partial(torch.optim.Adam, lr=1e-3),
+        styles=module.styles,
+        output_lr_scale=output_lr_scale,
+    )
     optimizer = module.configure_optimizers()
     photos = torch.rand(2, 3, 64, 64)
     costs = []
@@ -219,7 +237,7 @@ def test_first_adam_step_no_longer_makes_the_loss_jump() -> None:
 
 def test_resume_redraws_the_parameter_groups_of_an_older_optimiser_state() -> None:
     module = make_module()  # output_lr_scale 0.01: two groups
-    old = make_module("output_lr_scale=1")  # one group, as checkpoints from before the output scale
+    old = make_module("module.output_lr_scale=1")  # one group, as checkpoints from before the output scale
     old_optimizer = old.configure_optimizers()
     old.transformer(torch.rand(1, 3, 32, 32)).mean().backward()
     old_optimizer.step()
@@ -232,3 +250,56 @@ def test_resume_redraws_the_parameter_groups_of_an_older_optimiser_state() -> No
     assert [len(body["params"]), len(output["params"])] == [count - 2, 2]
     assert body["lr"] == 1e-3 and output["lr"] == pytest.approx(1e-5)
     assert optimizer.state[output["params"][0]]["exp_avg"].shape == module.transformer.decoder[-1].weight.shape
+
+
+def test_jitter_crops_photo_and_output_alike_in_training_only() -> None:
+    torch.manual_seed(0)
+    module = make_module("loss.jitter=4")
+    content, generated = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    module.train()
+    seen, generated_seen = module._jittered(content, generated)
+    assert seen.shape == generated_seen.shape == (2, 3, 29, 29)
+    offsets = set()
+    for _ in range(40):
+        seen, generated_seen = module._jittered(content, generated)
+        # the same window of both: find it by value
+        top = next(
+            t for t in range(4) for left in range(4) if torch.equal(seen, content[..., t : t + 29, left : left + 29])
+        )
+        left = next(x for x in range(4) if torch.equal(seen, content[..., top : top + 29, x : x + 29]))
+        assert torch.equal(generated_seen, generated[..., top : top + 29, left : left + 29])
+        offsets.add((top, left))
+    assert len(offsets) > 4, "the offset changes from step to step"
+    module.eval()
+    assert module._jittered(content, generated)[0] is content  # validation sees the whole image
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_at_max_steps() -> None:
+    module = make_module("module.lr_schedule=cosine", "module.optimizer.lr=0.01", "module.output_lr_scale=1")
+    trainer = fit(module, [torch.rand(2, 3, 32, 32) for _ in range(4)])
+    group = trainer.optimizers[0].param_groups[0]
+    assert group["lr"] == pytest.approx(0.0, abs=1e-12)  # 4 of 4 steps done: cos(pi) -> 0
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert [scheduler.lr_lambdas[0](step) for step in (0, 2, 4)] == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_unknown_lr_schedule_is_refused() -> None:
+    from nst_fast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lr_schedule='linear' is unknown"):
+        make_module("module.lr_schedule=linear")
+
+
+def test_exact_identity_gives_back_the_photo_and_gets_no_training_samples() -> None:
+    torch.manual_seed(0)
+    module = make_module("style=[starry,wave]", "model.residual_output=true")
+    assert module.exact_identity and module.condition_names == ["starry", "wave", "identity"]
+    conditions = module.batch_conditions(6, step=0)
+    assert conditions.tolist() == [0, 1, 0, 1, 0, 1]  # round robin over the styles only
+    photo = torch.randint(0, 256, (1, 3, 37, 41)) / 255.0
+    fit(module, [torch.rand(2, 3, 32, 32) for _ in range(2)])  # the identity row stays pinned through training
+    with torch.no_grad():
+        identity = module.transformer(photo, torch.tensor([[0.0, 0.0, 1.0]]))
+        styled = module.transformer(photo, torch.tensor([[1.0, 0.0, 0.0]]))
+    assert torch.equal((identity * 255).round(), (photo * 255).round())
+    assert float((styled - photo).abs().mean()) > 1e-3

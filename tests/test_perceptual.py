@@ -2,9 +2,8 @@
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-
 from helpers import compose_train_config
+from hydra.utils import instantiate
 
 from nst_fast.perceptual import PerceptualLoss
 
@@ -18,7 +17,7 @@ def example_gram(y: torch.Tensor) -> torch.Tensor:
 
 def test_default_weights_are_the_pytorch_example_divided_by_1e5() -> None:
     torch.manual_seed(0)
-    cfg = compose_train_config("loss.weights=none")
+    cfg = compose_train_config("loss.weights=random")
     loss: PerceptualLoss = instantiate(cfg.loss)
     style_image = torch.rand(1, 3, 48, 40)
     loss.set_styles([style_image])
@@ -44,8 +43,9 @@ def test_identity_samples_cost_content_only_and_styles_have_their_own_weights() 
     from nst_fast.perceptual import IDENTITY
 
     torch.manual_seed(1)
-    cfg = compose_train_config("loss.weights=none", "loss.content_weight=2.0", "loss.style_weight=3.0",
-                               "loss.tv_weight=5.0")
+    cfg = compose_train_config(
+        "loss.weights=random", "loss.content_weight=2.0", "loss.style_weight=3.0", "loss.tv_weight=5.0"
+    )
     loss: PerceptualLoss = instantiate(cfg.loss)
     styles = [torch.rand(1, 3, 48, 40), torch.rand(1, 3, 36, 44)]
     loss.set_styles(styles, style_weights=[1.0, 10.0], content_weights=[1.0, 0.5])
@@ -58,13 +58,13 @@ def test_identity_samples_cost_content_only_and_styles_have_their_own_weights() 
         layers = loss.style_layers
         expected = []
         for sample, style in enumerate(index.tolist()):
-            c = content_cost(target[sample:sample + 1], features["relu2_2"][sample:sample + 1])
+            c = content_cost(target[sample : sample + 1], features["relu2_2"][sample : sample + 1])
             if style == IDENTITY:
                 expected.append(2.0 * c)
                 continue
-            grams = {name: loss.style.style_grams()[name][style:style + 1] for name in layers}
-            s, _ = style_cost(grams, {n: f[sample:sample + 1] for n, f in features.items()}, layers, "reference")
-            tv = total_variation(generated[sample:sample + 1])
+            grams = {name: loss.style.style_grams()[name][style : style + 1] for name in layers}
+            s, _ = style_cost(grams, {n: f[sample : sample + 1] for n, f in features.items()}, layers, "reference")
+            tv = total_variation(generated[sample : sample + 1])
             expected.append(2.0 * [1.0, 0.5][style] * c + 3.0 * [1.0, 10.0][style] * s + 5.0 * tv)
     torch.testing.assert_close(costs.total, torch.cat(expected).mean())
     assert costs.sample_style[1] == 0

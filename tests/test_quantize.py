@@ -1,24 +1,22 @@
-"""int8 quantisation helpers (nst_fast.quantize): the float-exact graph rewrites and the percentile ranges,
+"""int8 quantisation helpers (nst_fast.export.quantize): the float-exact graph rewrites and the percentile ranges,
 checked against ONNX Runtime runs of the models before and after."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import small_network
 from onnx import TensorProto, helper
 
-from helpers import small_network
 from nst_fast.checkpoint import CheckpointInfo
 from nst_fast.export import export_onnx
-from nst_fast.quantize import (
-    calibration_feeds,
+from nst_fast.export.calibration import calibration_feeds, percentile_ranges
+from nst_fast.export.qdq_rewrites import (
     equalise_before_norms,
     move_quantisation_across_data_movement,
     normalised_convolutions,
-    percentile_ranges,
 )
 
 
@@ -53,7 +51,7 @@ def centred_spreads(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
         probe.graph.output.append(helper.make_empty_tensor_value_info(node.output[0]))
     values = run(probe, x, [node.output[0] for node, _, _ in targets])
     spreads = []
-    for (_, group, _), value in zip(targets, values):
+    for (_, group, _), value in zip(targets, values, strict=False):
         grouped = value.reshape(value.shape[1] // group, -1)
         spreads.append(np.abs(grouped - grouped.mean(axis=1, keepdims=True)).max(axis=1))
     return spreads
@@ -68,7 +66,9 @@ def test_equalisation_keeps_the_function_and_levels_the_channels(prepared) -> No
     assert len(targets) == 7 and sorted({group for _, group, _ in targets}) == [1, 4]
     assert [eps for _, _, eps in targets] == pytest.approx([1e-5] * 7)
     assert max(spread.max() / spread.min() for spread in centred_spreads(before, calibration[0])) > 1.5
-    after, factors = equalise_before_norms(onnx.load_from_string(before.SerializeToString()), calibration_feeds(calibration, [None]))
+    after, factors = equalise_before_norms(
+        onnx.load_from_string(before.SerializeToString()), calibration_feeds(calibration, [None])
+    )
     assert len(factors) == 7 and min(factors.values()) >= 1.0
     for spread in centred_spreads(after, calibration[0]):
         np.testing.assert_allclose(spread, spread.max(), rtol=1e-4)  # all channels span the same range now
@@ -87,9 +87,16 @@ def test_moving_quantisation_across_data_movement_is_exact(prepared, tmp_path) -
         def get_next(self):
             return next(feeds, None)
 
-    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    quantize_static(
+        str(tmp_path / "float.onnx"),
+        str(tmp_path / "qdq.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     qdq = onnx.load(str(tmp_path / "qdq.onnx"))
     moved = onnx.load(str(tmp_path / "qdq.onnx"))
     moved_dq, moved_q, dropped = move_quantisation_across_data_movement(moved)
@@ -98,15 +105,21 @@ def test_moving_quantisation_across_data_movement_is_exact(prepared, tmp_path) -
     assert ops.count("Relu") == [node.op_type for node in qdq.graph.node].count("Relu") - dropped
     # DepthToSpace now reads a QuantizeLinear-side (uint8) tensor: its input comes straight from a quantised conv.
     producers = {out: node for node in moved.graph.node for out in node.output}
-    assert any(producers[n.input[0]].op_type == "QuantizeLinear" for n in moved.graph.node if n.op_type == "DepthToSpace")
+    assert any(
+        producers[n.input[0]].op_type == "QuantizeLinear" for n in moved.graph.node if n.op_type == "DepthToSpace"
+    )
     x = photos(1, 5, (1, 3, 45, 39))[0]
     np.testing.assert_allclose(run(moved, x)[0], run(qdq, x)[0], atol=1e-6)
 
 
 def test_percentile_ranges_clip_the_largest_values_over_all_feeds() -> None:
     node = helper.make_node("Identity", ["image"], ["copy"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, None])],
-                              [helper.make_tensor_value_info("copy", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, None])],
+        [helper.make_tensor_value_info("copy", TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     values = np.random.default_rng(0).permutation(100_000).astype(np.float32) - 10.0  # -10 .. 99989
     feeds = [{"image": values[:50_000][None]}, {"image": values[50_000:][None]}]

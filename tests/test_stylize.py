@@ -12,14 +12,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from image_factory import make_video, pattern
 from onnx import TensorProto, helper
 from PIL import Image
-
-from image_factory import make_video, pattern
 
 from nst_fast.images import preserve_color
 from nst_fast.models import TransformerNet
 from nst_fast.stylize import StylizeError, choose_providers, main
+
 
 def expected(network: TransformerNet, rgb: np.ndarray) -> np.ndarray:
     """The eager network on a uint8 HWC RGB array, as uint8."""
@@ -72,7 +72,9 @@ def test_grayscale_and_16_bit(models, tmp_path, capsys) -> None:
     deep = (np.arange(29 * 33).reshape(29, 33) * 60).astype(np.uint16)  # spans 0..57k of 65535
     Image.fromarray(deep).save(tmp_path / "deep.png")
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
-    status, err = run(["--model", models["onnx"], tmp_path / "gray.png", tmp_path / "deep.png", "-o", tmp_path / "out"], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "gray.png", tmp_path / "deep.png", "-o", tmp_path / "out"], capsys
+    )
     assert status == 0, err
     network = models["network"]
     out = np.asarray(Image.open(tmp_path / "out" / "gray.png"))
@@ -100,7 +102,9 @@ def test_exif_orientation_is_applied(models, tmp_path, capsys) -> None:
 def test_palette_and_cmyk(models, tmp_path, capsys) -> None:
     Image.fromarray(pattern(20, 26, 4)).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.png")
     Image.fromarray(pattern(21, 27, 5)).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
-    status, err = run(["--model", models["onnx"], tmp_path / "palette.png", tmp_path / "cmyk.jpg", "-o", tmp_path / "out"], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "palette.png", tmp_path / "cmyk.jpg", "-o", tmp_path / "out"], capsys
+    )
     assert status == 0, err
     assert Image.open(tmp_path / "out" / "palette.png").size == (26, 20)
     cmyk_out = Image.open(tmp_path / "out" / "cmyk.jpg")
@@ -109,9 +113,26 @@ def test_palette_and_cmyk(models, tmp_path, capsys) -> None:
 
 def test_max_size_downscales(models, tmp_path, capsys) -> None:
     Image.fromarray(pattern(100, 200, 6)).save(tmp_path / "big.png")
-    status, err = run(["--model", models["onnx"], tmp_path / "big.png", "-o", tmp_path / "small.png", "--max-size", 50], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "big.png", "-o", tmp_path / "small.png", "--max-size", 50], capsys
+    )
     assert status == 0, err
     assert Image.open(tmp_path / "small.png").size == (50, 25)
+
+
+def test_an_image_too_thin_once_downscaled_says_it_was_downscaled() -> None:
+    from nst_fast.stylize.core import prepare_image
+
+    thin = Image.fromarray(pattern(4000, 6, 2))  # 6 wide: fine as it is, 1 wide at --max-size 1000
+    with pytest.raises(
+        StylizeError,
+        match=r"^thin.png: 6x4000 downscaled to 2x1000 \(longest side at most 1000\) is "
+        r"too small: the network needs at least 5x5; crop it",
+    ):
+        prepare_image(thin, None, 1000, "thin.png")
+    assert prepare_image(thin, None, None, "thin.png")[0].shape == (4000, 6, 3)
+    with pytest.raises(StylizeError, match=r"^tiny.png: 4x4 is too small \(the network needs at least 5x5\)$"):
+        prepare_image(Image.fromarray(pattern(4, 4, 2)), None, 1000, "tiny.png")
 
 
 def _ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -132,7 +153,9 @@ def test_preserve_color_formula_against_pillow_ycbcr() -> None:
 def test_preserve_color_cli(models, tmp_path, capsys) -> None:
     rgb = pattern(32, 48, 9)
     Image.fromarray(rgb).save(tmp_path / "in.png")
-    status, err = run(["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "kept.png", "--preserve-color"], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "kept.png", "--preserve-color"], capsys
+    )
     assert status == 0, err
     out_ycc = _ycbcr(np.asarray(Image.open(tmp_path / "kept.png")))
     stylized_ycc = _ycbcr(expected(models["network"], rgb))
@@ -252,7 +275,9 @@ def test_batch_the_model_cannot_run_is_retried_one_by_one(models, tmp_path, caps
         ("onnx", ["--crf", "30", "--provider", "cpu", "--threads", "1"], "clip.mp4", None),
     ],
 )
-def test_options_the_model_or_output_ignores_are_warned_about(models, tmp_path, capsys, kind, options, target, warning) -> None:
+def test_options_the_model_or_output_ignores_are_warned_about(
+    models, tmp_path, capsys, kind, options, target, warning
+) -> None:
     source = tmp_path / ("clip.mp4" if target.startswith("clip") else "in.png")
     if target.startswith("clip"):
         make_video(source, frames=2)
@@ -281,11 +306,16 @@ def test_output_naming_rules(models, tmp_path, capsys) -> None:
     assert run(["--model", models["onnx"], tmp_path / "x.png", "-o", tmp_path / "dir"], capsys)[0] == 0
     assert (tmp_path / "dir" / "x.png").is_file()  # an existing folder: written inside it
     assert run(["--model", models["onnx"], tmp_path / "x.png", "-o", tmp_path / "x.png"], capsys)[0] == 2
-    assert run(["--model", models["onnx"], tmp_path / "x.png", "-o", tmp_path / "y.jpg", "--format", "jpg"], capsys)[0] == 0
+    assert (
+        run(["--model", models["onnx"], tmp_path / "x.png", "-o", tmp_path / "y.jpg", "--format", "jpg"], capsys)[0]
+        == 0
+    )
     assert Image.open(tmp_path / "y.jpg").format == "JPEG"
     (tmp_path / "other").mkdir()
     shutil.copy(tmp_path / "x.png", tmp_path / "other" / "x.png")
-    status, err = run(["--model", models["onnx"], tmp_path / "x.png", tmp_path / "other" / "x.png", "-o", tmp_path / "o"], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "x.png", tmp_path / "other" / "x.png", "-o", tmp_path / "o"], capsys
+    )
     assert status == 2 and "would both be written" in err
     status, err = run(["--model", models["onnx"], tmp_path / "missing.png", "-o", tmp_path / "o.png"], capsys)
     assert status == 2 and "does not exist" in err
@@ -294,7 +324,9 @@ def test_output_naming_rules(models, tmp_path, capsys) -> None:
 def _foreign_onnx(path: Path, input_name: str, with_metadata: bool) -> Path:
     node = helper.make_node("Identity", [input_name], ["out"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, "h", "w"])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, "h", "w"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -352,7 +384,9 @@ def test_video_frames_and_audio(models, tmp_path, capsys) -> None:
     make_video(tmp_path / "clip.mp4")
     with av.open(str(tmp_path / "clip.mp4")) as container:
         decoded_in = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    status, err = run(["--model", models["onnx"], tmp_path / "clip.mp4", "-o", tmp_path / "styled.mp4", "--batch-size", 3], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "clip.mp4", "-o", tmp_path / "styled.mp4", "--batch-size", 3], capsys
+    )
     assert status == 0, err
     with av.open(str(tmp_path / "styled.mp4")) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
@@ -393,8 +427,12 @@ def test_console_script(models, tmp_path) -> None:
         script = shutil.which("nst-stylize")
     assert script is not None, "nst-stylize console script not installed: pip install -e ."
     Image.fromarray(pattern(20, 24)).save(tmp_path / "x.png")
-    done = subprocess.run([str(script), "--model", str(models["onnx"]), str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(script), "--model", str(models["onnx"]), str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "o.png").size == (24, 20)
 
@@ -410,8 +448,8 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in ("torch", "pytorch_lightning", "lightning", "torchvision"):
             raise ImportError(f"{{name}} is blocked in this test")
 sys.meta_path.insert(0, Block())
-sys.argv = ["nst-stylize", "--model", {str(models['onnx'])!r}, {str(tmp_path / 'x.png')!r}, {str(tmp_path / 'clip.mp4')!r},
-            "-o", {str(tmp_path / 'out')!r}, *{options!r}]
+sys.argv = ["nst-stylize", "--model", {str(models["onnx"])!r}, {str(tmp_path / "x.png")!r}, {str(tmp_path / "clip.mp4")!r},
+            "-o", {str(tmp_path / "out")!r}, *{options!r}]
 import runpy
 try:
     runpy.run_module("nst_fast.stylize", run_name="__main__")  # python -m nst_fast.stylize
@@ -426,7 +464,9 @@ except SystemExit as exit:
 
 def test_video_audio_reencoded_when_container_cannot_hold_it(models, tmp_path, capsys) -> None:
     make_video(tmp_path / "clip.mp4", frames=4)  # AAC audio, which WebM cannot store
-    status, err = run(["--model", models["onnx"], tmp_path / "clip.mp4", "-o", tmp_path / "clip.webm", "--max-size", 32], capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "clip.mp4", "-o", tmp_path / "clip.webm", "--max-size", 32], capsys
+    )
     assert status == 0, err
     with av.open(str(tmp_path / "clip.webm")) as container:
         assert container.streams.audio[0].codec_context.name in ("opus", "vorbis")
@@ -435,6 +475,7 @@ def test_video_audio_reencoded_when_container_cannot_hold_it(models, tmp_path, c
 
 
 # --- Multi-style models: --style, --strength, --list-styles -----------------------------------------------------
+
 
 def expected_weighted(network: TransformerNet, rgb: np.ndarray, style_weights: list[float]) -> np.ndarray:
     """The eager network with the given style weights (identity 1 - sum), as uint8."""
@@ -446,16 +487,21 @@ def expected_weighted(network: TransformerNet, rgb: np.ndarray, style_weights: l
 
 
 @pytest.mark.parametrize("kind", ["onnx", "uint8", "torchscript", "ckpt"])
-@pytest.mark.parametrize(("options", "weights"), [
-    (["--style", "wave"], [0.0, 1.0, 0.0]),
-    (["--style", "starry=0.6,udnie=0.4"], [0.6, 0.0, 0.4]),
-    (["--style", "udnie", "--strength", "0.3"], [0.0, 0.0, 0.3]),
-    (["--style", "starry=0.5,wave=0.5", "--strength", "0"], [0.0, 0.0, 0.0]),
-])
+@pytest.mark.parametrize(
+    ("options", "weights"),
+    [
+        (["--style", "wave"], [0.0, 1.0, 0.0]),
+        (["--style", "starry=0.6,udnie=0.4"], [0.6, 0.0, 0.4]),
+        (["--style", "udnie", "--strength", "0.3"], [0.0, 0.0, 0.3]),
+        (["--style", "starry=0.5,wave=0.5", "--strength", "0"], [0.0, 0.0, 0.0]),
+    ],
+)
 def test_styles_blends_and_strength(multi_models, tmp_path, capsys, kind, options, weights) -> None:
     rgb = pattern(23, 31, seed=4)
     Image.fromarray(rgb).save(tmp_path / "in.png")
-    status, err = run(["--model", multi_models[kind], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys)
+    status, err = run(
+        ["--model", multi_models[kind], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys
+    )
     assert status == 0, err
     got = np.asarray(Image.open(tmp_path / "out.png"))
     assert max_level_diff(got, expected_weighted(multi_models["network"], rgb, weights)) <= 1
@@ -469,31 +515,40 @@ def test_list_styles(multi_models, models, capsys) -> None:
     assert capsys.readouterr().out.strip() == "wave"
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ([], "this model has 3 styles: choose with --style"),
-    (["--style", "monet"], "unknown style 'monet'; this model has: starry, wave, udnie"),
-    (["--style", "wave=-0.2"], "weight -0.2 of 'wave' must be a finite number >= 0"),
-    (["--style", "wave=nan"], "weight nan of 'wave' must be a finite number >= 0"),
-    (["--style", "wave="], "weight '' of 'wave' is not a number"),
-    (["--style", "wave=0.7,udnie=0.6"], "weights sum to 1.3 > 1"),
-    (["--style", "wave=x"], "weight 'x' of 'wave' is not a number"),
-    (["--style", "wave", "--strength", "1.5"], "--strength 1.5 is out of range"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "this model has 3 styles: choose with --style"),
+        (["--style", "monet"], "unknown style 'monet'; this model has: starry, wave, udnie"),
+        (["--style", "wave=-0.2"], "weight -0.2 of 'wave' must be a finite number >= 0"),
+        (["--style", "wave=nan"], "weight nan of 'wave' must be a finite number >= 0"),
+        (["--style", "wave="], "weight '' of 'wave' is not a number"),
+        (["--style", "wave=0.7,udnie=0.6"], "weights sum to 1.3 > 1"),
+        (["--style", "wave=x"], "weight 'x' of 'wave' is not a number"),
+        (["--style", "wave", "--strength", "1.5"], "--strength 1.5 is out of range"),
+    ],
+)
 def test_bad_style_choices_are_usage_errors(multi_models, tmp_path, capsys, options, message) -> None:
     Image.fromarray(pattern(16, 16)).save(tmp_path / "in.png")
-    status, err = run(["--model", multi_models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys)
+    status, err = run(
+        ["--model", multi_models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys
+    )
     assert status == 2 and message in err and "starry, wave, udnie" in err
     assert not (tmp_path / "out.png").exists()
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--style", "starry"], "unknown style 'starry'; this model has: wave"),
-    (["--strength", "0.5"], "--strength needs a model trained with the identity condition"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--style", "starry"], "unknown style 'starry'; this model has: wave"),
+        (["--strength", "0.5"], "--strength needs a model trained with the identity condition"),
+    ],
+)
 def test_single_style_models_refuse_other_styles_and_strength(models, tmp_path, capsys, options, message) -> None:
     Image.fromarray(pattern(16, 16)).save(tmp_path / "in.png")
     status, err = run(["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", *options], capsys)
     assert status == 2 and message in err
-    status, err = run(["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", "--style", "wave"],
-                      capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "out.png", "--style", "wave"], capsys
+    )
     assert status == 0, err

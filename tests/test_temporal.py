@@ -9,7 +9,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from image_factory import pattern, write_video
 from test_stylize import recording_model, run
 
@@ -23,7 +22,9 @@ def noisy_pan(path: Path, frames: int = 10, width: int = 64, height: int = 48, n
     ``noise`` levels per frame (sensor noise: what makes a per-frame stylisation flicker)."""
     rng = np.random.default_rng(5)
     scene = pattern(height, width + SHIFT * frames, seed=7).astype(np.float64)
-    windows = [scene[:, SHIFT * k:SHIFT * k + width] + rng.normal(0, noise, (height, width, 3)) for k in range(frames)]
+    windows = [
+        scene[:, SHIFT * k : SHIFT * k + width] + rng.normal(0, noise, (height, width, 3)) for k in range(frames)
+    ]
     write_video(path, [np.clip(w, 0, 255).round().astype(np.uint8) for w in windows], audio=False)
 
 
@@ -35,21 +36,25 @@ def decoded(path: Path) -> np.ndarray:
 def change_along_motion(frames: np.ndarray, border: int = 6) -> float:
     """Mean |frame t+1 - frame t moved by the known shift| over the interior, frames after the first pair."""
     width = frames.shape[2]
-    following = frames[2:, border:-border, border:width - SHIFT - border]
-    moved = frames[1:-1, border:-border, border + SHIFT:width - border]
+    following = frames[2:, border:-border, border : width - SHIFT - border]
+    moved = frames[1:-1, border:-border, border + SHIFT : width - border]
     return float(np.abs(following - moved).mean())
 
 
 def test_temporal_output_changes_less_along_the_motion(models, tmp_path, capsys) -> None:
     noisy_pan(tmp_path / "pan.mp4")
     for name, options in (("plain", []), ("temporal", ["--temporal"])):
-        status, err = run(["--model", models["onnx"], tmp_path / "pan.mp4", "-o", tmp_path / f"{name}.mp4",
-                           "--crf", "0", *options], capsys)
+        status, err = run(
+            ["--model", models["onnx"], tmp_path / "pan.mp4", "-o", tmp_path / f"{name}.mp4", "--crf", "0", *options],
+            capsys,
+        )
         assert status == 0, err
     plain, temporal = decoded(tmp_path / "plain.mp4"), decoded(tmp_path / "temporal.mp4")
     assert plain.shape == temporal.shape == (10, 48, 64, 3)
     assert change_along_motion(temporal) < 0.75 * change_along_motion(plain), (
-        change_along_motion(temporal), change_along_motion(plain))
+        change_along_motion(temporal),
+        change_along_motion(plain),
+    )
     # The first frame has nothing to blend with: as without --temporal (--crf 0: lossless H.264).
     assert np.abs(temporal[0] - plain[0]).max() <= 1
 
@@ -88,14 +93,42 @@ def test_new_frame_size_starts_afresh() -> None:
 @pytest.mark.parametrize("kind", ["onnx", "uint8", "torchscript", "ckpt"])
 def test_every_model_kind_multi_style_and_batched(multi_models, tmp_path, capsys, monkeypatch, kind) -> None:
     noisy_pan(tmp_path / "pan.mp4", frames=5)
-    status, err = run(["--model", multi_models[kind], tmp_path / "pan.mp4", "-o", tmp_path / "plain.mp4",
-                       "--style", "wave", "--crf", "0"], capsys)
+    status, err = run(
+        [
+            "--model",
+            multi_models[kind],
+            tmp_path / "pan.mp4",
+            "-o",
+            tmp_path / "plain.mp4",
+            "--style",
+            "wave",
+            "--crf",
+            "0",
+        ],
+        capsys,
+    )
     assert status == 0, err
     calls: list[tuple[int, ...]] = []
     recording_model(monkeypatch, calls)
-    status, err = run(["--model", multi_models[kind], tmp_path / "pan.mp4", "-o", tmp_path / "temporal.mp4",
-                       "--style", "wave", "--crf", "0", "--temporal", "--temporal-weight", "0.6", "--batch-size", "2"],
-                      capsys)
+    status, err = run(
+        [
+            "--model",
+            multi_models[kind],
+            tmp_path / "pan.mp4",
+            "-o",
+            tmp_path / "temporal.mp4",
+            "--style",
+            "wave",
+            "--crf",
+            "0",
+            "--temporal",
+            "--temporal-weight",
+            "0.6",
+            "--batch-size",
+            "2",
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert [c[0] for c in calls] == [2, 2, 1]  # the network still gets batches
     plain, temporal = decoded(tmp_path / "plain.mp4"), decoded(tmp_path / "temporal.mp4")
@@ -103,10 +136,13 @@ def test_every_model_kind_multi_style_and_batched(multi_models, tmp_path, capsys
     assert np.abs(temporal[0] - plain[0]).max() <= 1 < np.abs(temporal[1:] - plain[1:]).mean()
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--temporal", "--temporal-weight", "1"], "--temporal-weight 1.0 must be between 0 and 1"),
-    (["--temporal", "--temporal-weight", "0"], "--temporal-weight 0.0 must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--temporal", "--temporal-weight", "1"], "--temporal-weight 1.0 must be between 0 and 1"),
+        (["--temporal", "--temporal-weight", "0"], "--temporal-weight 0.0 must be between 0 and 1"),
+    ],
+)
 def test_bad_weight_is_a_usage_error(models, tmp_path, capsys, options, message) -> None:
     noisy_pan(tmp_path / "pan.mp4", frames=2)
     status, err = run(["--model", models["onnx"], tmp_path / "pan.mp4", "-o", tmp_path / "out.mp4", *options], capsys)
@@ -117,8 +153,9 @@ def test_bad_weight_is_a_usage_error(models, tmp_path, capsys, options, message)
 def test_missing_opencv_is_a_usage_error_with_the_install_command(models, tmp_path, capsys, monkeypatch) -> None:
     noisy_pan(tmp_path / "pan.mp4", frames=2)
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
-    status, err = run(["--model", models["onnx"], tmp_path / "pan.mp4", "-o", tmp_path / "out.mp4", "--temporal"],
-                      capsys)
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "pan.mp4", "-o", tmp_path / "out.mp4", "--temporal"], capsys
+    )
     assert status == 2 and "pip install opencv-python-headless" in err
     assert len(err.strip().splitlines()) == 1
     status, err = run(["--model", models["onnx"], tmp_path / "pan.mp4", "-o", tmp_path / "out.mp4"], capsys)

@@ -3,11 +3,13 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
-from PIL import Image
-
 from helpers import events, run_train
 from image_factory import gradient
+from PIL import Image
+
+pytestmark = pytest.mark.slow  # two-process DDP training runs
 
 
 def first_batch(log: str, rank: int) -> list[tuple[int, str]]:
@@ -23,9 +25,16 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
     Image.fromarray(gradient(400, 80)).save(tmp_path / "photos" / "wide.png")
     run_dir = tmp_path / "run"
     run_train(
-        "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=folder",
-        f"data.root={tmp_path / 'photos'}", "data.samples_per_epoch=8", f"hydra.run.dir={run_dir}",
-        cwd=tmp_path, timeout=600,
+        "experiment=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data=folder",
+        f"data.root={tmp_path / 'photos'}",
+        "data.samples_per_epoch=8",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        timeout=600,
     )
     # Both ranks trained: each wrote its own job log from the module's start-of-training message.
     logs = [(run_dir / "train.log").read_text(), (run_dir / "train_ddp_process_1.log").read_text()]
@@ -37,7 +46,11 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
     assert [crop for _, crop in batches[0]] != [crop for _, crop in batches[1]], batches
     # Only rank 0 writes TensorBoard events and checkpoints.
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"step_000003.ckpt", "step_000006.ckpt", "last.ckpt"}
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+        "step_000003.ckpt",
+        "step_000006.ckpt",
+        "last.ckpt",
+    }
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     throughput = events(run_dir).Scalars("perf/images_per_s")
     assert throughput and all(event.value > 0 for event in throughput)
@@ -50,8 +63,14 @@ def test_ddp_synchronises_gradients_and_skips_a_nonfinite_step_on_every_rank(tmp
 
     from helpers import REPO_ROOT
 
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "ddp_probe.py"), str(tmp_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "ddp_probe.py"), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     # Step 1: only rank 1's loss is NaN, yet both ranks skip it (one decision for all, or the all-reduce hangs).

@@ -4,18 +4,25 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import events, run_train
 
 from nst_fast.checkpoint import load_transformer
 
+pytestmark = pytest.mark.slow  # each test trains in a subprocess
 
-@pytest.mark.parametrize("overrides", [["trainer.precision=bf16-mixed"], ["channels_last=false"], ["compile=true"]])
+
+@pytest.mark.parametrize(
+    "overrides", [["trainer.precision=bf16-mixed"], ["module.channels_last=false"], ["module.compile=true"]]
+)
 def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
     run_dir = tmp_path / "run"
     run_train(
-        "experiment=smoke", "trainer.max_steps=3", "callbacks.checkpoint.every_n_train_steps=100",
-        f"hydra.run.dir={run_dir}", *overrides, cwd=tmp_path,
+        "experiment=smoke",
+        "trainer.max_steps=3",
+        "callbacks.checkpoint.every_n_train_steps=100",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+        cwd=tmp_path,
     )
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
     network, _ = load_transformer(run_dir / "checkpoints" / "last.ckpt")  # same keys whatever the variant
@@ -29,7 +36,11 @@ def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str
 def test_multirun_gives_each_job_its_own_directory(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_train(
-        "-m", "experiment=smoke", "trainer.max_steps=2", "style=starry,wave", f"hydra.sweep.dir={sweep}",
+        "-m",
+        "experiment=smoke",
+        "trainer.max_steps=2",
+        "style=starry,wave",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())

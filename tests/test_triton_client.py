@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import load_example_client
-from nst_fast.triton_repo import TensorSpec, TritonOptions, triton_config_text
+
+from nst_fast.export.triton import TensorSpec, TritonOptions, triton_config_text
 
 client = load_example_client()
 
@@ -39,11 +39,17 @@ def test_style_weights_pick_a_style_and_dose_it() -> None:
         client.style_weights(styles, "scream")
 
 
-@pytest.mark.parametrize("styles, identity, inputs", [
-    (["starry"], False, [TensorSpec("image", "TYPE_FP32", (-1, 3, -1, -1))]),
-    (["starry", "wave"], True, [TensorSpec("image", "TYPE_FP32", (-1, 3, -1, -1)),
-                                TensorSpec("style_weights", "TYPE_FP32", (-1, 2))]),
-])
+@pytest.mark.parametrize(
+    "styles, identity, inputs",
+    [
+        (["starry"], False, [TensorSpec("image", "TYPE_FP32", (-1, 3, -1, -1))]),
+        (
+            ["starry", "wave"],
+            True,
+            [TensorSpec("image", "TYPE_FP32", (-1, 3, -1, -1)), TensorSpec("style_weights", "TYPE_FP32", (-1, 2))],
+        ),
+    ],
+)
 def test_styles_are_read_from_the_written_config(styles, identity, inputs) -> None:
     # The config as Triton's HTTP API returns it: the parsed config.pbtxt as JSON with proto field names.
     from google.protobuf import json_format, text_format
@@ -51,6 +57,7 @@ def test_styles_are_read_from_the_written_config(styles, identity, inputs) -> No
 
     outputs = [TensorSpec("stylized", "TYPE_FP32", (-1, 3, -1, -1))]
     text = triton_config_text("m", inputs, outputs, TritonOptions(), styles, identity)
-    config = json_format.MessageToDict(text_format.Parse(text, model_config_pb2.ModelConfig()),
-                                       preserving_proto_field_name=True)
+    config = json_format.MessageToDict(
+        text_format.Parse(text, model_config_pb2.ModelConfig()), preserving_proto_field_name=True
+    )
     assert client.model_styles(json.loads(json.dumps(config))) == (styles, len(inputs) == 2)

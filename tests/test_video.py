@@ -8,7 +8,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from image_factory import write_video
 from test_stylize import expected, run
 
@@ -29,14 +28,17 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) @ [0.299, 0.587, 0.114]
 
 
-@pytest.mark.parametrize(("suffix", "size", "written", "codec", "audio"), [
-    (".mp4", (64, 48), (64, 48), "h264", "aac"),
-    (".mp4", (65, 49), (64, 48), "h264", "aac"),  # H.264 4:2:0 needs even sides: last column and row dropped
-    (".mkv", (64, 49), (64, 48), "h264", "aac"),
-    (".mov", (65, 48), (64, 48), "h264", "aac"),
-    (".webm", (65, 49), (65, 49), "vp9", "opus"),  # VP9 codes odd sides in 4:2:0
-    (".avi", (65, 49), (65, 49), "mpeg4", "aac"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "size", "written", "codec", "audio"),
+    [
+        (".mp4", (64, 48), (64, 48), "h264", "aac"),
+        (".mp4", (65, 49), (64, 48), "h264", "aac"),  # H.264 4:2:0 needs even sides: last column and row dropped
+        (".mkv", (64, 49), (64, 48), "h264", "aac"),
+        (".mov", (65, 48), (64, 48), "h264", "aac"),
+        (".webm", (65, 49), (65, 49), "vp9", "opus"),  # VP9 codes odd sides in 4:2:0
+        (".avi", (65, 49), (65, 49), "mpeg4", "aac"),
+    ],
+)
 def test_outputs_are_yuv420p_at_the_documented_size(
     models, tmp_path, capsys, suffix, size, written, codec, audio
 ) -> None:
@@ -56,7 +58,7 @@ def test_outputs_are_yuv420p_at_the_documented_size(
     # Each output frame is the network on the top-left written-size part of its own input frame (not on a
     # rescaled frame): luminance against the eager network, lossy both ways (VP9 at CRF 31 and
     # MPEG-4 at its default bit rate more so).
-    inputs = [frame[:written[1], :written[0]] for frame in decoded(tmp_path / "clip.mkv")]
+    inputs = [frame[: written[1], : written[0]] for frame in decoded(tmp_path / "clip.mkv")]
     wanted = [luma(expected(models["network"], source)) for source in inputs]
     errors = np.array([[np.abs(luma(got) - want).mean() for want in wanted] for got in frames])
     assert (np.diag(errors) < (4 if codec == "h264" else 9)).all(), errors.round(1)

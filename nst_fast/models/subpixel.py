@@ -39,7 +39,9 @@ def _phase_crops(height: int, width: int, channels: int) -> list[tuple[int, int,
     for a in (0, 1):
         for b in (0, 1):
             block = 2 * (1 - a) + (1 - b)
-            crops.append((a, b, slice(a, a + height), slice(b, b + width), slice(block * channels, (block + 1) * channels)))
+            crops.append(
+                (a, b, slice(a, a + height), slice(b, b + width), slice(block * channels, (block + 1) * channels))
+            )
     return crops
 
 
@@ -155,7 +157,9 @@ class SpaceToDepthConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
         if kernel_size % BLOCK != 1:
-            raise ValueError(f"SpaceToDepthConv2d needs kernel_size = 1 + a multiple of {BLOCK} (e.g. 9), got {kernel_size}")
+            raise ValueError(
+                f"SpaceToDepthConv2d needs kernel_size = 1 + a multiple of {BLOCK} (e.g. 9), got {kernel_size}"
+            )
         super().__init__(in_channels, out_channels, kernel_size, bias=bias)
         self.register_buffer("block_taps", self._block_taps(kernel_size), persistent=False)
 
@@ -185,8 +189,10 @@ class SpaceToDepthConv2d(nn.Conv2d):
         return gathered.reshape(out_channels * BLOCK * BLOCK, BLOCK * BLOCK * in_channels, span, span)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, reflection pad {self.kernel_size[0] // 2} + "
-                f"{self.kernel_size[0]}x{self.kernel_size[1]} conv on {BLOCK}x{BLOCK} blocks, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, reflection pad {self.kernel_size[0] // 2} + "
+            f"{self.kernel_size[0]}x{self.kernel_size[1]} conv on {BLOCK}x{BLOCK} blocks, bias={self.bias is not None}"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if not _graph_mode() and (x.shape[-2] % BLOCK or x.shape[-1] % BLOCK):

@@ -18,6 +18,8 @@ from nst_fast.errors import ConfigError
 from nst_fast.layout import is_channels_last
 from nst_fast.models.subpixel import SpaceToDepthConv2d, UpsampleConv2d
 
+#: How the decoder doubles the resolution before each of its two 3x3 convs.
+UPSAMPLING = ("nearest", "bilinear")
 #: The network halves the resolution twice, so it works internally on sizes divisible by this.
 SIZE_MULTIPLE = 4
 #: Smallest input side: reflection padding must be narrower than the (aligned) image.
@@ -67,12 +69,15 @@ class ConditionalInstanceNorm2d(nn.Module):
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
         tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
         if not tracing and (condition.dim() != 2 or condition.shape[1] != self.num_conditions):
-            raise ValueError(
-                f"condition weights must be [B, {self.num_conditions}], got {tuple(condition.shape)}"
-            )
+            raise ValueError(f"condition weights must be [B, {self.num_conditions}], got {tuple(condition.shape)}")
         # Statistics in float32 (a no-op for float32 input): half-precision variances lose precision or overflow.
         wide = x.float()
-        if x.device.type == "cpu" and is_channels_last(x) and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        if (
+            x.device.type == "cpu"
+            and is_channels_last(x)
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        ):
             normalised = F.group_norm(wide, self.num_features, None, None, self.eps)
         else:
             normalised = F.instance_norm(wide, eps=self.eps)
@@ -108,18 +113,34 @@ def instance_norm(channels: int, num_conditions: int) -> nn.Module:
 
 
 class ConvNormAct(ConditionalSequential):
-    """Reflection pad -> conv -> instance norm -> optional ReLU; ``upsample`` doubles H, W first (nearest),
-    computed at low resolution by ``UpsampleConv2d`` (3x3 stride-1 only). ``num_conditions > 1``: the norm is
-    conditional (``forward(x, condition)``)."""
+    """Reflection pad -> conv -> instance norm -> optional ReLU; ``upsample`` doubles H, W first: ``nearest``
+    (computed at low resolution by ``UpsampleConv2d``, 3x3 stride-1 only) or ``bilinear`` (``nn.Upsample``, then the
+    padded conv at full resolution). ``num_conditions > 1``: the norm is conditional (``forward(x, condition)``)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *, relu: bool = True,
-        upsample: bool = False, num_conditions: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        relu: bool = True,
+        upsample: str | None = None,
+        num_conditions: int = 1,
     ) -> None:
-        if upsample:
+        if upsample is not None:
             if kernel_size != 3 or stride != 1:
                 raise ValueError(f"upsampling layers are 3x3 stride 1, got kernel {kernel_size}, stride {stride}")
+            if upsample not in UPSAMPLING:
+                raise ConfigError(f"model.upsample={upsample!r} is unknown; choose one of {UPSAMPLING}")
+        if upsample == "nearest":
             layers: list[nn.Module] = [UpsampleConv2d(in_channels, out_channels)]
+        elif upsample == "bilinear":
+            layers = [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(in_channels, out_channels, 3),
+            ]
         else:
             layers = [nn.ReflectionPad2d(kernel_size // 2), nn.Conv2d(in_channels, out_channels, kernel_size, stride)]
         layers.append(instance_norm(out_channels, num_conditions))
@@ -135,8 +156,10 @@ class SeparableConvNormAct(ConditionalSequential):
 
     def __init__(self, channels: int, *, relu: bool = True, num_conditions: int = 1) -> None:
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, groups=channels, bias=False),
-            nn.Conv2d(channels, channels, 1), instance_norm(channels, num_conditions),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, groups=channels, bias=False),
+            nn.Conv2d(channels, channels, 1),
+            instance_norm(channels, num_conditions),
         ]
         if relu:
             layers.append(nn.ReLU(inplace=True))
@@ -150,11 +173,15 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, num_conditions: int = 1, separable: bool = False) -> None:
         super().__init__()
         if separable:
-            layers = [SeparableConvNormAct(channels, num_conditions=num_conditions),
-                      SeparableConvNormAct(channels, relu=False, num_conditions=num_conditions)]
+            layers = [
+                SeparableConvNormAct(channels, num_conditions=num_conditions),
+                SeparableConvNormAct(channels, relu=False, num_conditions=num_conditions),
+            ]
         else:
-            layers = [ConvNormAct(channels, channels, 3, num_conditions=num_conditions),
-                      ConvNormAct(channels, channels, 3, relu=False, num_conditions=num_conditions)]
+            layers = [
+                ConvNormAct(channels, channels, 3, num_conditions=num_conditions),
+                ConvNormAct(channels, channels, 3, relu=False, num_conditions=num_conditions),
+            ]
         self.body = ConditionalSequential(*layers)
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
@@ -163,8 +190,13 @@ class ResidualBlock(nn.Module):
 
 #: Decoder state-dict names in checkpoints written before the sub-pixel layers (when Upsample, ReflectionPad2d(1)
 #: and ReflectionPad2d(4) were modules of their own) -> the names of the same parameters now.
-_PLAIN_DECODER_KEYS = {"decoder.0.2.": "decoder.0.0.", "decoder.0.3.": "decoder.0.1.", "decoder.1.2.": "decoder.1.0.",
-                       "decoder.1.3.": "decoder.1.1.", "decoder.3.": "decoder.2."}
+_PLAIN_DECODER_KEYS = {
+    "decoder.0.2.": "decoder.0.0.",
+    "decoder.0.3.": "decoder.0.1.",
+    "decoder.1.2.": "decoder.1.0.",
+    "decoder.1.3.": "decoder.1.1.",
+    "decoder.3.": "decoder.2.",
+}
 
 
 def _rename_plain_decoder_keys(state_dict: dict, prefix: str, *args: object) -> None:
@@ -175,17 +207,39 @@ def _rename_plain_decoder_keys(state_dict: dict, prefix: str, *args: object) -> 
     for key in [k for k in state_dict if k.startswith(f"{prefix}decoder.")]:
         for old, new in _PLAIN_DECODER_KEYS.items():
             if key.startswith(prefix + old):
-                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
                 break
 
 
-def architecture(base_channels: int, residual_blocks: int, separable: bool = False) -> dict[str, int | bool]:
-    """``TransformerNet.config`` without ``num_conditions``: the architecture as checkpoints record it.
-    ``separable`` appears only when true, so that checkpoints of the default network read as before."""
-    config: dict[str, int | bool] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
+def architecture(
+    base_channels: int,
+    residual_blocks: int,
+    separable: bool = False,
+    residual_output: bool = False,
+    upsample: str = "nearest",
+) -> dict[str, int | bool | str]:
+    """``TransformerNet.config`` without ``num_conditions``: the architecture as checkpoints record it. ``separable``,
+    ``residual_output`` and ``upsample`` appear only when they differ from the original network, so that
+    checkpoints of the default network read as before."""
+    config: dict[str, int | bool | str] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
     if separable:
         config["separable"] = True
+    if residual_output:
+        config["residual_output"] = True
+    if upsample != "nearest":
+        config["upsample"] = upsample
     return config
+
+
+#: ``residual_output``: the photo enters the output as ``logit(clamp(x, eps, 1 - eps))``; half a grey level of 8 bits,
+#: so that ``sigmoid`` gives every 8-bit value back exactly.
+LOGIT_EPS = 1.0 / 512.0
+
+
+def logit(x: Tensor) -> Tensor:
+    """``log(x / (1 - x))`` of ``x`` clamped to ``[LOGIT_EPS, 1 - LOGIT_EPS]`` (exported as plain ONNX ops)."""
+    clamped = x.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return torch.log(clamped) - torch.log1p(-clamped)
 
 
 class TransformerNet(nn.Module):
@@ -203,10 +257,24 @@ class TransformerNet(nn.Module):
     ``num_conditions``: 1 (one style: plain instance norms, ``forward(x)``) or more (conditional instance norms,
     ``forward(x, condition)`` with mixing weights ``[B, num_conditions]``; the meaning of each condition, styles
     and identity, is kept by the training checkpoint).
+
+    ``upsample``: ``nearest`` (the default: exact sub-pixel layers) or ``bilinear`` (smoother, plain layers).
+
+    ``residual_output``: the network paints on top of the photo, ``sigmoid(logit(x) + d)`` with ``d`` the last
+    convolution's output (which then has no bias), instead of ``sigmoid(d)``. A condition whose scale and shift in
+    the last instance norm (``output_norm``) are zero gives ``d = 0`` and back the photo exactly, and since the
+    ReLU after that norm is positively homogeneous, mixing such a condition with a style at strength ``s`` scales
+    the last layer's contribution by ``s``: the strength control fades the style in from the photo itself.
     """
 
     def __init__(
-        self, base_channels: int = 32, residual_blocks: int = 5, num_conditions: int = 1, separable: bool = False,
+        self,
+        base_channels: int = 32,
+        residual_blocks: int = 5,
+        num_conditions: int = 1,
+        separable: bool = False,
+        residual_output: bool = False,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         if base_channels < 1 or residual_blocks < 0 or num_conditions < 1:
@@ -214,23 +282,32 @@ class TransformerNet(nn.Module):
                 f"base_channels and num_conditions must be >= 1 and residual_blocks >= 0, got {base_channels}, "
                 f"{num_conditions} and {residual_blocks}"
             )
-        self.config = architecture(base_channels, residual_blocks, separable)
+        self.config = architecture(base_channels, residual_blocks, separable, residual_output, upsample)
+        self.residual_output = residual_output
         if num_conditions > 1:
             self.config["num_conditions"] = num_conditions
         self.num_conditions = num_conditions
         c1, c2, c3 = base_channels, 2 * base_channels, 4 * base_channels
         k = num_conditions
         self.encoder = ConditionalSequential(
-            ConvNormAct(3, c1, 9, num_conditions=k), ConvNormAct(c1, c2, 3, 2, num_conditions=k),
+            ConvNormAct(3, c1, 9, num_conditions=k),
+            ConvNormAct(c1, c2, 3, 2, num_conditions=k),
             ConvNormAct(c2, c3, 3, 2, num_conditions=k),
         )
         self.residuals = ConditionalSequential(*(ResidualBlock(c3, k, separable) for _ in range(residual_blocks)))
         self.decoder = ConditionalSequential(
-            ConvNormAct(c3, c2, 3, upsample=True, num_conditions=k),
-            ConvNormAct(c2, c1, 3, upsample=True, num_conditions=k),
-            SpaceToDepthConv2d(c1, 3, 9),
+            ConvNormAct(c3, c2, 3, upsample=upsample, num_conditions=k),
+            ConvNormAct(c2, c1, 3, upsample=upsample, num_conditions=k),
+            SpaceToDepthConv2d(c1, 3, 9, bias=not residual_output),
         )
         self._register_load_state_dict_pre_hook(_rename_plain_decoder_keys)
+
+    @property
+    def output_norm(self) -> nn.Module:
+        """The last instance norm (before the ReLU and the output convolution)."""
+        return next(
+            layer for layer in self.decoder[-2] if isinstance(layer, (InstanceNorm2d, ConditionalInstanceNorm2d))
+        )
 
     def output_parameters(self) -> list[nn.Parameter]:
         """The last convolution's weight and bias: the only layer with no normalisation after it (its output goes
@@ -254,8 +331,10 @@ class TransformerNet(nn.Module):
         pad_bottom = (SIZE_MULTIPLE - height % SIZE_MULTIPLE) % SIZE_MULTIPLE
         pad_right = (SIZE_MULTIPLE - width % SIZE_MULTIPLE) % SIZE_MULTIPLE
         x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
-        y = self.decoder(self.residuals(self.encoder(x, condition), condition), condition)
-        return torch.sigmoid(y[:, :, :height, :width])
+        y = self.decoder(self.residuals(self.encoder(x, condition), condition), condition)[:, :, :height, :width]
+        if self.residual_output:
+            y = y + logit(x[:, :, :height, :width])
+        return torch.sigmoid(y)
 
 
 def add_conditions(network: TransformerNet, count: int, position: int) -> TransformerNet:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torchvision import models
+from torchvision.models import vgg as vgg_models
 
 from nst_fast.errors import ConfigError, MissingFileError, OfflineError
 
@@ -43,8 +44,14 @@ def downsampling_factor(arch: str, layer: str) -> int:
     return 2 ** sum(1 for name in names[: names.index(layer)] if name.startswith("pool"))
 
 
+#: torchvision's layer configurations of the VGG variants (``torchvision.models.vgg.cfgs``).
+_VGG_CONFIGS = {"vgg16": "D", "vgg19": "E"}
+
+
 def _features(arch: str) -> nn.Sequential:
-    return getattr(models, arch)(weights=None).features
+    """``torchvision.models.<arch>().features`` (same modules, indices and state-dict keys), randomly initialised,
+    built without the 120M-parameter classifier that the whole model would allocate and initialise first."""
+    return vgg_models.make_layers(vgg_models.cfgs[_VGG_CONFIGS[arch]], batch_norm=False)
 
 
 def _load_imagenet(arch: str) -> nn.Sequential:
@@ -106,7 +113,7 @@ class VGGFeatures(nn.Module):
     eval mode, and no parameter requires grad.
 
     ``weights``: ``"imagenet"`` (torchvision's ImageNet weights, downloaded once to torch's cache), a path to
-    a state dict of ``<arch>().features``, or ``"none"`` (random init: for tests only).
+    a state dict of ``<arch>().features``, or ``"random"`` (random init: for tests only).
     """
 
     def __init__(self, layers: Iterable[str], arch: str = "vgg16", weights: str | os.PathLike = "imagenet") -> None:
@@ -122,8 +129,10 @@ class VGGFeatures(nn.Module):
         weights_str = str(weights)
         if weights_str == "imagenet":
             features = _load_imagenet(arch)
-        elif weights_str == "none":
-            log.warning("loss network %s has random weights (loss.weights=none): results will not look stylised", arch)
+        elif weights_str == "random":
+            log.warning(
+                "loss network %s has random weights (loss.weights=random): results will not look stylised", arch
+            )
             features = _features(arch)
         else:
             features = _load_state_dict_file(arch, Path(weights_str).expanduser())
@@ -132,7 +141,7 @@ class VGGFeatures(nn.Module):
         self.body = nn.Sequential(*list(features.children())[:depth])
         # A ReLU may overwrite its input (saving a copy of the activations) unless that input, a conv
         # output, is one of the requested layers.
-        for previous, module in zip(self.names, list(self.body)[1:]):
+        for previous, module in zip(self.names, list(self.body)[1:], strict=False):
             if isinstance(module, nn.ReLU):
                 module.inplace = previous not in self.layers
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -161,7 +170,7 @@ class VGGFeatures(nn.Module):
         depth = max(self.names.index(layer) for layer in wanted) + 1
         h = (x - self.mean) / self.std
         out: dict[str, Tensor] = {}
-        for name, module in zip(self.names[:depth], self.body):
+        for name, module in zip(self.names[:depth], self.body, strict=False):
             h = module(h)
             if name in wanted:
                 out[name] = h

@@ -19,7 +19,7 @@ missing input, impossible output path).
 
 Modules: ``models`` (loading ONNX/TorchScript/checkpoints), ``styles`` (style names, blends, strength),
 ``core`` (stylising arrays and image files: what the CLI and the server share), ``jobs`` (inputs to outputs),
-``video`` (video files), ``temporal`` (``--temporal``: blending frames along the optical flow), ``cli`` (the
+``tiling`` (large photos tile by tile, exactly), ``video`` (video files), ``temporal`` (``--temporal``: blending frames along the optical flow), ``cli`` (the
 command line). The model-file conventions live in ``nst_fast.conventions``.
 """
 
@@ -29,10 +29,25 @@ from nst_fast.stylize.core import LoadedImage, load_image, stylize_array, styliz
 from nst_fast.stylize.jobs import Job, plan_jobs
 from nst_fast.stylize.models import OnnxModel, StyleModel, TorchModel, choose_providers, load_model
 from nst_fast.stylize.styles import parse_style_weights
+from nst_fast.stylize.tiling import Tiling
 from nst_fast.stylize.video import stylize_video
 
 __all__ = [
-    "Job", "LoadedImage", "OnnxModel", "StyleModel", "StylizeError", "TorchModel", "choose_providers", "load_image",
-    "load_model", "main", "parse_style_weights", "plan_jobs", "stylize_array", "stylize_image", "stylize_images",
+    "Job",
+    "LoadedImage",
+    "OnnxModel",
+    "StyleModel",
+    "StylizeError",
+    "Tiling",
+    "TorchModel",
+    "choose_providers",
+    "load_image",
+    "load_model",
+    "main",
+    "parse_style_weights",
+    "plan_jobs",
+    "stylize_array",
+    "stylize_image",
+    "stylize_images",
     "stylize_video",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from nst_fast.errors import StylizeError
 from nst_fast.images import IMAGE_SUFFIXES, WRITABLE_SUFFIXES
@@ -12,10 +12,13 @@ from nst_fast.images import IMAGE_SUFFIXES, WRITABLE_SUFFIXES
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 #: Preferred encoders per output container (the first one this PyAV build has is used).
 VIDEO_CODECS = {
-    ".mp4": ("libx264", "h264", "mpeg4"), ".m4v": ("libx264", "h264", "mpeg4"), ".mov": ("libx264", "h264", "mpeg4"),
-    ".mkv": ("libx264", "h264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx"), ".avi": ("mpeg4", "libx264"),
+    ".mp4": ("libx264", "h264", "mpeg4"),
+    ".m4v": ("libx264", "h264", "mpeg4"),
+    ".mov": ("libx264", "h264", "mpeg4"),
+    ".mkv": ("libx264", "h264", "mpeg4"),
+    ".webm": ("libvpx-vp9", "libvpx"),
+    ".avi": ("mpeg4", "libx264"),
 }
-
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,9 @@ def plan_jobs(inputs: Sequence[Path], output: Path, image_format: str | None = N
         source = inputs[0]
         suffix = output.suffix.lower()
         if is_video(source) and not is_video(output):
-            raise StylizeError(f"output {str(output)!r} for video {str(source)!r} must end in one of {', '.join(VIDEO_SUFFIXES)}")
+            raise StylizeError(
+                f"output {str(output)!r} for video {str(source)!r} must end in one of {', '.join(VIDEO_SUFFIXES)}"
+            )
         if not is_video(source) and suffix not in WRITABLE_SUFFIXES:
             raise StylizeError(f"output {str(output)!r} must end in one of {', '.join(WRITABLE_SUFFIXES)}")
         jobs = [Job(source, output, is_video(source))]
@@ -88,6 +93,8 @@ def plan_jobs(inputs: Sequence[Path], output: Path, image_format: str | None = N
         if key == job.source.resolve():
             raise StylizeError(f"output {str(job.target)!r} would overwrite its input; choose another -o")
         if key in seen:
-            raise StylizeError(f"{str(seen[key])!r} and {str(job.source)!r} would both be written to {str(job.target)!r}")
+            raise StylizeError(
+                f"{str(seen[key])!r} and {str(job.source)!r} would both be written to {str(job.target)!r}"
+            )
         seen[key] = job.source
     return jobs

@@ -6,13 +6,15 @@ checkpoints via PyTorch (imported only for those). Every model maps uint8 RGB ``
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from nst_fast.assets import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model
 from nst_fast.conventions import (
     EXPORT_FORMAT,
     INPUT_DESCRIPTIONS,
@@ -27,15 +29,23 @@ from nst_fast.conventions import (
     WEIGHTS_NAME,
     metadata_conditions,
     styles_from_metadata,
+    tiles_name,
 )
-from nst_fast.errors import StylizeError, first_line
+from nst_fast.errors import MissingFileError, StylizeError, first_line
+from nst_fast.stylize.tiling import StagedModel, load_staged
 
 #: ONNX Runtime execution providers, fastest first; ``--provider auto`` takes those this build has.
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {
-    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider", "coreml": "CoreMLExecutionProvider", "directml": "DmlExecutionProvider",
-    "dml": "DmlExecutionProvider", "openvino": "OpenVINOExecutionProvider", "rocm": "ROCMExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
 }
 
 
@@ -51,11 +61,26 @@ class StyleModel(abc.ABC):
     styles: list[str]
     identity: bool = False
     takes_weights: bool = False
+    #: Why ``staged()`` is ``None``: completes "cannot tile: ...".
+    tiles_missing: str = "only exported ONNX models (with their NAME.tiles.zip) are stylised tile by tile"
+
+    def staged(self) -> StagedModel | None:
+        """The model cut into passes for exact tiled inference (``nst_fast.stylize.tiling``), or ``None``."""
+        return None
 
     @abc.abstractmethod
     def __call__(self, batch: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Stylise a batch of same-sized images."""
 
+
+@functools.cache
+def shared_cpu_arena() -> None:
+    """Register, once per process, ONNX Runtime's CPU arena allocator for the sessions that ask for it (the tiled
+    passes): it grows to the largest pass's tile, in steps of what is asked (not powers of two)."""
+    import onnxruntime as ort
+
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: kSameAsRequested
 
 
 def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
@@ -111,8 +136,11 @@ class OnnxModel(StyleModel):
         self.styles, self.identity = styles_from_metadata(meta)
         self.takes_weights = len(inputs) == 2
         if (
-            self.layout not in INPUT_DESCRIPTIONS or len(inputs) not in (1, 2) or inputs[0].name != INPUT_NAME
-            or inputs[0].type != expected_type or len(outputs) != 1
+            self.layout not in INPUT_DESCRIPTIONS
+            or len(inputs) not in (1, 2)
+            or inputs[0].name != INPUT_NAME
+            or inputs[0].type != expected_type
+            or len(outputs) != 1
             or (self.takes_weights and (inputs[1].name != WEIGHTS_NAME or inputs[1].shape[-1] != len(self.styles)))
         ):
             found = ", ".join(f"{i.name}: {i.type} {i.shape}" for i in inputs)
@@ -121,11 +149,39 @@ class OnnxModel(StyleModel):
                 f"{WEIGHTS_NAME!r} [N, {len(self.styles)}] for multi-style models; found {found})"
             )
         self.metadata = dict(meta)
+        self.providers, self.threads, self.cpu_arena = providers, threads, cpu_arena
+        self._staged = load_staged(path, self._pass_session)
+        if self._staged is None:
+            self.tiles_missing = (
+                f"{tiles_name(path.name)} is not beside {path.name}; export the model again (export.tiles=true, "
+                "the default) to stylise large photos tile by tile"
+            )
         used = [p.removesuffix("ExecutionProvider") for p in self.session.get_providers()]
         self.description = (
             f"{path.name} (ONNX, style {meta.get(META_STYLE_NAME, '?')!r}, {meta.get(META_PRECISION, 'fp32')}, "
             f"{self.layout}, providers {', '.join(used)})"
         )
+
+    def staged(self) -> StagedModel | None:
+        return self._staged
+
+    def _pass_session(self, model: bytes):
+        """An ONNX Runtime session for one tiled pass: this model's providers and threads; its threads do not spin
+        after a run (the next pass's session, or NumPy, would wait for them); with ``cpu_arena``, one CPU memory arena
+        shared by all the passes (``shared_cpu_arena``), else none (one arena per pass would keep ~17 tiles' worth)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.cpu_arena:
+            shared_cpu_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
+        else:
+            options.enable_cpu_mem_arena = False
+        return ort.InferenceSession(model, sess_options=options, providers=self.providers)
 
     def __call__(self, batch: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         if self.layout == LAYOUT_HWC_UINT8:
@@ -151,7 +207,13 @@ class TorchModel(StyleModel):
     """A TorchScript export (``.pt``/``.ts``) or a training checkpoint (``.ckpt``), run by PyTorch."""
 
     def __init__(self, path: Path, device: str = "auto") -> None:
-        import torch  # only this path needs torch
+        try:
+            import torch  # only this path needs torch
+        except ImportError as error:
+            raise StylizeError(
+                f"{path.name}: TorchScript files and training checkpoints need PyTorch, which is not installed: "
+                "pip install 'nst-fast[train]', or use an exported .onnx model"
+            ) from error
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -162,7 +224,7 @@ class TorchModel(StyleModel):
         self.torch = torch
         if path.suffix.lower() == ".ckpt":
             from nst_fast.checkpoint import load_transformer
-            from nst_fast.export import exported_interface
+            from nst_fast.interface import exported_interface
 
             try:
                 network, info = load_transformer(path, map_location="cpu")
@@ -204,14 +266,32 @@ class TorchModel(StyleModel):
             return y.permute(0, 2, 3, 1).float().cpu().numpy()
 
 
+def resolve_model(spec: str | os.PathLike | None) -> Path:
+    """The model file for ``--model``: a path, or the name of a bundled model (``nst_fast.assets.BUNDLED_MODELS``);
+    without one, the bundled default. ``StylizeError`` when neither exists."""
+    if spec is None:
+        spec = DEFAULT_MODEL
+    path = Path(spec).expanduser()
+    if path.is_file() or str(spec) not in BUNDLED_MODELS:
+        if not path.is_file():
+            raise StylizeError(f"model {str(path)!r} does not exist (bundled models: {', '.join(BUNDLED_MODELS)})")
+        return path
+    try:
+        return bundled_model(str(spec))
+    except MissingFileError as error:
+        raise StylizeError(str(error)) from error
+
+
 def load_model(
-    path: str | os.PathLike, provider: str = "auto", device: str = "auto", threads: int = 0, cpu_arena: bool = True
+    path: str | os.PathLike | None,
+    provider: str = "auto",
+    device: str = "auto",
+    threads: int = 0,
+    cpu_arena: bool = True,
 ) -> StyleModel:
-    """Load ``--model``: ``.onnx`` via ONNX Runtime (``cpu_arena``: see ``OnnxModel``); ``.pt``/``.ts``/``.ckpt``
-    via PyTorch."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise StylizeError(f"model {str(path)!r} does not exist")
+    """Load ``--model`` (``resolve_model``: a file or a bundled model's name): ``.onnx`` via ONNX Runtime
+    (``cpu_arena``: see ``OnnxModel``); ``.pt``/``.ts``/``.ckpt`` via PyTorch."""
+    path = resolve_model(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxModel(path, provider, threads, cpu_arena)

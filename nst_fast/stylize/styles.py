@@ -28,8 +28,10 @@ def parse_style_weights(model: StyleModel, style: str | None, strength: float | 
     weights = np.zeros(len(model.styles), dtype=np.float32)
     if style is None:
         if len(model.styles) != 1:
-            raise StylizeError(f"this model has {len(model.styles)} styles: choose with --style NAME or a blend "
-                               f"NAME=W,NAME=W (styles: {names})")
+            raise StylizeError(
+                f"this model has {len(model.styles)} styles: choose with --style NAME or a blend "
+                f"NAME=W,NAME=W (styles: {names})"
+            )
         weights[0] = 1.0
     else:
         parts = [part.strip() for part in style.split(",") if part.strip()]
@@ -45,11 +47,15 @@ def parse_style_weights(model: StyleModel, style: str | None, strength: float | 
             except ValueError:
                 raise StylizeError(f"--style: weight {value!r} of {name!r} is not a number (styles: {names})") from None
             if not np.isfinite(weight) or weight < 0:
-                raise StylizeError(f"--style: weight {value} of {name!r} must be a finite number >= 0 (styles: {names})")
+                raise StylizeError(
+                    f"--style: weight {value} of {name!r} must be a finite number >= 0 (styles: {names})"
+                )
             weights[model.styles.index(name)] += weight
         total = float(weights.sum())
         if total > 1.0 + 1e-6:
-            raise StylizeError(f"--style: weights sum to {total:g} > 1; give weights that sum to at most 1 (styles: {names})")
+            raise StylizeError(
+                f"--style: weights sum to {total:g} > 1; give weights that sum to at most 1 (styles: {names})"
+            )
         if total < 1.0 - 1e-6 and not model.identity:
             raise StylizeError(
                 f"--style: weights sum to {total:g}; without the identity condition they must sum to 1 (styles: {names})"

@@ -1,8 +1,7 @@
 import pytest
 import torch
-from torch import nn
-
 from helpers import small_network
+from torch import nn
 
 from nst_fast.models import TransformerNet
 from nst_fast.models.transformer import ConditionalInstanceNorm2d, add_conditions
@@ -90,13 +89,18 @@ def test_channels_last_network_matches_contiguous(net: TransformerNet) -> None:
 def test_checkpoints_with_the_plain_decoder_layout_load(net: TransformerNet) -> None:
     # Before the sub-pixel layers the decoder was [Upsample, ReflectionPad2d, Conv2d, norm, ReLU] x 2,
     # ReflectionPad2d(4), Conv2d: the same parameters under other indices.
-    old_names = {"decoder.0.0.": "decoder.0.2.", "decoder.0.1.": "decoder.0.3.", "decoder.1.0.": "decoder.1.2.",
-                 "decoder.1.1.": "decoder.1.3.", "decoder.2.": "decoder.3."}
+    old_names = {
+        "decoder.0.0.": "decoder.0.2.",
+        "decoder.0.1.": "decoder.0.3.",
+        "decoder.1.0.": "decoder.1.2.",
+        "decoder.1.1.": "decoder.1.3.",
+        "decoder.2.": "decoder.3.",
+    }
     state = {}
     for key, value in net.state_dict().items():
         for new, old in old_names.items():
             if key.startswith(new):
-                key = old + key[len(new):]
+                key = old + key[len(new) :]
                 break
         state[key] = value.clone()
     assert "decoder.3.weight" in state and "decoder.0.2.weight" in state
@@ -118,9 +122,9 @@ def test_output_keeps_the_input_layout(net: TransformerNet, layout: torch.memory
 # --- Conditional instance normalisation -------------------------------------------------------------------------
 
 
-
-def hand_conditional_norm(x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                          eps: float = 1e-5) -> torch.Tensor:
+def hand_conditional_norm(
+    x: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
     """Per image and channel, in loops: (x - mean) / sqrt(var + eps) * sum_k w_k scale_k + sum_k w_k shift_k."""
     out = torch.empty_like(x)
     for b in range(x.shape[0]):
@@ -146,8 +150,9 @@ def test_conditional_norm_matches_a_hand_computation(channels_last: bool) -> Non
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     got = norm(x, weights)
-    torch.testing.assert_close(got, hand_conditional_norm(x, weights, norm.weight.detach(), norm.bias.detach()),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, hand_conditional_norm(x, weights, norm.weight.detach(), norm.bias.detach()), rtol=1e-5, atol=1e-5
+    )
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
@@ -170,8 +175,10 @@ def test_blending_mixes_the_norm_parameters() -> None:
     network = small_network(num_conditions=3)
     weights = torch.tensor([0.5, 0.2, 0.3])
     mixed = TransformerNet(8, 1).eval()
-    state = {key: (weights[:, None] * value).sum(0) if value.dim() == 2 and value.shape[0] == 3 else value
-             for key, value in network.state_dict().items()}
+    state = {
+        key: (weights[:, None] * value).sum(0) if value.dim() == 2 and value.shape[0] == 3 else value
+        for key, value in network.state_dict().items()
+    }
     mixed.load_state_dict(state)
     x = torch.rand(2, 3, 21, 18)
     with torch.no_grad():
@@ -192,7 +199,9 @@ def test_single_condition_network_is_unchanged() -> None:
     network = TransformerNet(8, 1)
     assert network.config == {"base_channels": 8, "residual_blocks": 1}
     assert not any(isinstance(m, ConditionalInstanceNorm2d) for m in network.modules())
-    assert all(v.dim() == 1 for k, v in network.state_dict().items() if k.endswith(".2.weight") and "decoder.2" not in k)
+    assert all(
+        v.dim() == 1 for k, v in network.state_dict().items() if k.endswith(".2.weight") and "decoder.2" not in k
+    )
     with pytest.raises(ValueError, match="1 condition"):
         network(torch.rand(1, 3, 8, 8), torch.ones(1, 1))
 
@@ -235,7 +244,9 @@ def test_separable_layer_is_the_full_conv_with_the_composed_kernel() -> None:
     full = pointwise.weight[:, :, 0, 0, None, None] * depthwise.weight[:, 0][None]
     x = torch.rand(2, 6, 11, 9)
     with torch.no_grad():
-        conv = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), full, pointwise.bias)
+        conv = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), full, pointwise.bias
+        )
         want = torch.nn.functional.instance_norm(conv, weight=norm.weight, bias=norm.bias, eps=norm.eps)
         got = layer(x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
@@ -243,10 +254,9 @@ def test_separable_layer_is_the_full_conv_with_the_composed_kernel() -> None:
 
 
 def test_light_network_needs_a_quarter_of_the_flops_or_less() -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from helpers import compose_train_config
     from hydra.utils import instantiate
+    from torch.utils.flop_counter import FlopCounterMode
 
     light = instantiate(compose_train_config("model=light").model).eval()
     assert light.config == {"base_channels": 16, "residual_blocks": 5, "separable": True}
@@ -273,3 +283,36 @@ def test_light_network_takes_conditions_and_gradients_reach_every_weight() -> No
     assert network.config == {"base_channels": 8, "residual_blocks": 2, "separable": True, "num_conditions": 3}
     extended = add_conditions(network, 1, 2)
     assert extended.config["separable"] and extended.num_conditions == 4
+
+
+def test_residual_output_paints_on_the_photo_and_records_itself() -> None:
+    from nst_fast.models.transformer import LOGIT_EPS, logit
+
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, num_conditions=2, residual_output=True).eval()
+    assert network.config == {"base_channels": 8, "residual_blocks": 1, "residual_output": True, "num_conditions": 2}
+    assert network.decoder[-1].bias is None  # the photo's own logit takes the place of a bias
+    x = torch.rand(2, 3, 21, 30)
+    with torch.no_grad():
+        norm = network.output_norm
+        norm.weight[1] = 0.0
+        norm.bias[1] = 0.0  # condition 1: zero scale and shift in the last norm
+        y = network(x, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    clamped = x.clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+    assert torch.allclose(y, clamped, atol=1e-6)
+    assert torch.allclose(torch.sigmoid(logit(clamped)), clamped, atol=1e-6)
+    plain = TransformerNet(8, 1)
+    assert "residual_output" not in plain.config and plain.decoder[-1].bias is not None
+
+
+def test_bilinear_upsampling_is_recorded_and_keeps_the_size() -> None:
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, upsample="bilinear").eval()
+    assert network.config == {"base_channels": 8, "residual_blocks": 1, "upsample": "bilinear"}
+    assert any(isinstance(layer, nn.Upsample) and layer.mode == "bilinear" for layer in network.decoder.modules())
+    with torch.no_grad():
+        assert network(torch.rand(2, 3, 23, 30)).shape == (2, 3, 23, 30)
+    rebuilt = TransformerNet(**network.config)
+    rebuilt.load_state_dict(network.state_dict())  # the recorded config rebuilds the same parameters
+    with pytest.raises(Exception, match="model.upsample='cubic' is unknown"):
+        TransformerNet(8, 1, upsample="cubic")

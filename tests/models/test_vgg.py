@@ -38,7 +38,7 @@ def test_features_match_torchvision_slices(tmp_path: Path) -> None:
 def test_requested_conv_output_is_not_overwritten_by_its_relu() -> None:
     # ReLUs run in place except after a requested conv layer, whose pre-activation values must survive.
     torch.manual_seed(1)
-    net = VGGFeatures(["conv1_2", "relu1_2", "relu2_1"], weights="none")
+    net = VGGFeatures(["conv1_2", "relu1_2", "relu2_1"], weights="random")
     out = net(torch.rand(1, 3, 16, 16))
     assert (out["conv1_2"] < 0).any()
     torch.testing.assert_close(out["relu1_2"], out["conv1_2"].clamp_min(0))
@@ -47,23 +47,34 @@ def test_requested_conv_output_is_not_overwritten_by_its_relu() -> None:
 
 
 def test_frozen_and_always_eval() -> None:
-    net = VGGFeatures(["relu1_2"], weights="none")
+    net = VGGFeatures(["relu1_2"], weights="random")
     net.train()
     assert not net.training
     assert not any(p.requires_grad for p in net.parameters())
     assert net.min_input_size == 2
-    assert VGGFeatures(["relu4_3"], weights="none").min_input_size == 16
+    assert VGGFeatures(["relu4_3"], weights="random").min_input_size == 16
 
 
 def test_unknown_layer_lists_valid_names() -> None:
     with pytest.raises(ValueError, match="unknown vgg16 layer.*relu9_9.*relu1_1"):
-        VGGFeatures(["relu9_9"], weights="none")
+        VGGFeatures(["relu9_9"], weights="random")
 
 
 def test_whole_model_state_dict_accepted(tmp_path: Path) -> None:
+    """A state dict of the whole model (features.*, classifier.*) loads its features: the activations are those of
+    torchvision's own network with those weights, on ImageNet-normalised input."""
+    from nst_fast.models.vgg import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    whole = models.vgg19().eval()
     path = tmp_path / "vgg19_full.pth"
-    torch.save(models.vgg19().state_dict(), path)
-    VGGFeatures(["relu5_1"], arch="vgg19", weights=path)
+    torch.save(whole.state_dict(), path)
+    net = VGGFeatures(["relu5_1"], arch="vgg19", weights=path)
+    x = torch.rand(1, 3, 32, 32)
+    normalised = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = whole.features[:30](normalised)  # relu5_1 is the 30th module of vgg19().features
+        torch.testing.assert_close(net(x)["relu5_1"], expected)
 
 
 def test_wrong_state_dict_names_the_mismatch(tmp_path: Path) -> None:

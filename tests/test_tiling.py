@@ -1,0 +1,255 @@
+"""Exact tiled inference (``nst_fast.export.tiles``, ``nst_fast.stylize.tiling``): tiles of the staged model give the
+whole-image output, the norm statistics are the whole image's, memory follows the tile, and the CLI's flags."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+from image_factory import pattern
+from PIL import Image
+
+from nst_fast.conventions import TILES_SUFFIX, tiles_name
+from nst_fast.errors import StylizeError
+from nst_fast.images import to_uint8
+from nst_fast.serve.app import create_app
+from nst_fast.serve.errors import RequestError
+from nst_fast.serve.inference import inference_tiling
+from nst_fast.serve.settings import ServeSettings
+from nst_fast.stylize import OnnxModel, main, stylize_array
+from nst_fast.stylize.tiling import NormStatistics, StagedModel, Tiling, _Run
+
+
+def whole(model: OnnxModel, rgb: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The whole-image pass, rounded as ``save_image`` rounds."""
+    return to_uint8(stylize_array(model, rgb[None], weights=weights)[0])
+
+
+def level_diff(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+@pytest.mark.parametrize("kind", ["onnx", "uint8"])
+@pytest.mark.parametrize(("height", "width", "tile"), [(37, 51, 12), (64, 64, 16), (101, 77, 24), (23, 130, 12)])
+def test_tiled_equals_whole_image(models, kind, height, width, tile) -> None:
+    model = OnnxModel(models[kind])
+    staged = model.staged()
+    assert staged is not None and tile >= staged.halo
+    rgb = pattern(height, width, seed=height)
+    got = staged(rgb, None, Tiling("on", tile))
+    assert got.dtype == np.uint8 and got.shape == (height, width, 3)
+    assert level_diff(got, whole(model, rgb)) <= 1  # float rounding of the statistics, then to 8 bits
+
+
+@pytest.mark.parametrize("kind", ["onnx", "uint8"])
+@pytest.mark.parametrize("weights", [[1.0, 0.0, 0.0], [0.6, 0.4, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
+def test_styles_blends_and_strength_tile(multi_models, kind, weights) -> None:
+    model = OnnxModel(multi_models[kind])
+    rgb = pattern(45, 62, seed=3)
+    vector = np.array(weights, dtype=np.float32)
+    got = model.staged()(rgb, vector, Tiling("on", 16))
+    assert level_diff(got, whole(model, rgb, vector)) <= 1
+
+
+def test_preserve_color_tiles(models) -> None:
+    model = OnnxModel(models["onnx"])
+    rgb = pattern(40, 52, seed=5)
+    want = to_uint8(stylize_array(model, rgb[None], keep_color=True)[0])
+    got = stylize_array(model, rgb[None], keep_color=True, tiling=Tiling("on", 16))[0]
+    assert level_diff(got, want) <= 1
+
+
+def test_statistics_are_the_whole_images(models, tmp_path) -> None:
+    """Norm 0's statistics gathered over 16-pixel tiles equal NumPy's mean and variance of its input, computed by the
+    exported graph on the whole (aligned) image at once."""
+    staged = OnnxModel(models["onnx"]).staged()
+    rgb = pattern(48, 60, seed=7)  # a multiple of 4: no alignment padding
+    run = _Run(staged, rgb, None, Tiling("on", 16), False, rgb.shape[:2], tmp_path)
+    run.run_pass(0)
+    norm = staged.plan["norms"][0]
+    x = (rgb.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
+    graph = onnx.load(str(models["onnx"]))
+    graph.graph.output.append(onnx.ValueInfoProto(name=norm["input"]))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    full = session.run([norm["input"]], {"image": x})[0].astype(np.float64)
+    np.testing.assert_allclose(run.stats[norm["mean"]], full.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run.stats[norm["var"]], full.var(axis=(0, 2, 3)), rtol=1e-4)
+
+
+def test_norm_statistics_by_hand() -> None:
+    """Row sums of two tiles add up to the mean and biased variance of all the values."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(3.0, 0.5, (3, 30, 41))
+    statistics = NormStatistics(3)
+    for rows in (slice(0, 7), slice(7, 30)):
+        block = values[:, rows]
+        statistics.add(block.sum(axis=2), np.square(block).sum(axis=2), block.shape[1] * block.shape[2])
+    mean, var = statistics.mean_var()
+    np.testing.assert_allclose(mean, values.mean(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(var, values.var(axis=(1, 2)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("tile", [4, 8, 14])
+def test_tiles_smaller_than_the_halo_or_unaligned_are_refused(models, tile) -> None:
+    staged = OnnxModel(models["onnx"]).staged()
+    assert staged.halo > 8
+    with pytest.raises(StylizeError, match=rf"tile size {tile} .* multiple of 4 and at least the network's halo of "):
+        staged(pattern(40, 40), None, Tiling("on", tile))
+
+
+def test_the_plan_cuts_at_every_norm(models) -> None:
+    staged = OnnxModel(models["onnx"]).staged()
+    plan = staged.plan
+    assert len(plan["passes"]) == len(plan["norms"]) + 1 == 8  # TransformerNet(8, 1): 3 + 2 + 2 norms, then output
+    assert [step["norm"] for step in plan["passes"]] == [*range(7), None]
+    assert all(step["outputs"][:2] == ["tile_sum", "tile_sum_squares"] for step in plan["passes"][:-1])
+    stored = {name for step in plan["passes"][:-1] for name in step["outputs"][2:]}
+    assert stored and all(plan["tensors"][name]["scale"] < 1 for name in stored)  # full resolution is recomputed
+    assert plan["passes"][-1]["outputs"] == ["stylized"]
+
+
+def test_memory_follows_the_tile_not_the_image(models) -> None:
+    """NumPy's peak allocation while tiling grows with the image by the uint8 result (3 bytes per pixel) and the
+    halo strips kept of the stored tensors (~9% of them with these 256-pixel tiles, ~2% at the default 1024), where
+    the whole-image pass needs float32 copies in and out (24 bytes per pixel); ONNX Runtime's own buffers are the
+    tile's (bench/tiling.py measures the process's peak)."""
+    model = OnnxModel(models["onnx"])
+    staged = model.staged()
+    staged(pattern(20, 20), None, Tiling("on", 256))  # the pass sessions are made on first use
+
+    def peak(side: int, tiled: bool) -> int:
+        rgb = pattern(side, side)
+        tracemalloc.start()
+        if tiled:
+            staged(rgb, None, Tiling("on", 256))
+        else:
+            stylize_array(model, rgb[None])
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    added_pixels = 768**2 - 256**2
+    tiled, whole = ((peak(768, t) - peak(256, t)) / added_pixels for t in (True, False))
+    assert tiled < 12 and whole > 20 and whole > 2 * tiled, (tiled, whole)
+
+
+def test_auto_tiles_above_the_threshold_only() -> None:
+    tiling = Tiling("auto", 64, above_pixels=1000)
+    assert tiling.wanted(40, 26) and not tiling.wanted(10, 100)
+    assert Tiling("on").wanted(5, 5) and not Tiling("off").wanted(10**5, 10**5)
+    with pytest.raises(StylizeError, match="tiling mode 'sometimes' is unknown"):
+        Tiling("sometimes")
+
+
+# --- nst-stylize --------------------------------------------------------------------------------------------------
+
+
+def run(args: list, capsys) -> tuple[int, str]:
+    status = main([str(a) for a in args] + ["--quiet"])
+    return status, capsys.readouterr().err
+
+
+def test_cli_tile_on_matches_off(models, tmp_path, capsys) -> None:
+    Image.fromarray(pattern(61, 83)).save(tmp_path / "in.png")
+    for mode in ("on", "off"):
+        args = ["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / f"{mode}.png", "--tile", mode]
+        status, err = run([*args, *(["--tile-size", "16"] if mode == "on" else [])], capsys)
+        assert status == 0, err
+    on, off = (np.asarray(Image.open(tmp_path / f"{mode}.png")) for mode in ("on", "off"))
+    assert level_diff(on, off) <= 1
+
+
+def test_cli_tile_size_below_the_halo_is_a_usage_error(models, tmp_path, capsys) -> None:
+    Image.fromarray(pattern(30, 30)).save(tmp_path / "in.png")
+    status, err = run(
+        ["--model", models["onnx"], tmp_path / "in.png", "-o", tmp_path / "o.png", "--tile-size", "4"], capsys
+    )
+    assert status == 2 and "tile size 4 is unusable" in err and "--tile-size 12 or more" in err, err
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "bare_onnx"])
+def test_cli_tile_on_without_tiles_is_a_usage_error(models, tmp_path, capsys, kind) -> None:
+    model = models["torchscript"] if kind == "torchscript" else shutil.copy(models["onnx"], tmp_path / "bare.onnx")
+    assert not Path(model).with_name(tiles_name(Path(model).name)).exists()
+    Image.fromarray(pattern(30, 30)).save(tmp_path / "in.png")
+    status, err = run(["--model", model, tmp_path / "in.png", "-o", tmp_path / "o.png", "--tile", "on"], capsys)
+    assert status == 2 and "cannot tile" in err, err
+    expected = "export the model again" if kind == "bare_onnx" else "only exported ONNX models"
+    assert expected in err, err
+
+
+def test_cli_auto_without_tiles_warns_once_and_runs_whole(models, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("nst_fast.stylize.cli.Tiling", lambda mode, size: Tiling(mode, size, above_pixels=100))
+    bare = Path(shutil.copy(models["onnx"], tmp_path / "bare.onnx"))
+    for name in ("a", "b"):
+        Image.fromarray(pattern(20, 24)).save(tmp_path / f"{name}.png")
+    status, err = run(["--model", bare, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out"], capsys)
+    assert status == 0, err
+    assert err.count("goes through whole") == 1 and "cannot tile" in err, err
+
+
+def test_export_writes_tiles_beside_each_onnx_file(models) -> None:
+    for kind in ("onnx", "uint8"):
+        assert models[kind].with_name(tiles_name(models[kind].name)).is_file()
+    assert tiles_name("a+b.int8.onnx") == "a+b.int8" + TILES_SUFFIX
+
+
+def test_a_damaged_tiles_file_is_a_clear_error(models, tmp_path) -> None:
+    onnx_copy = Path(shutil.copy(models["onnx"], tmp_path / "m.onnx"))
+    (tmp_path / tiles_name("m.onnx")).write_bytes(b"not a zip")
+    with pytest.raises(StylizeError, match=r"m\.tiles\.zip: not a readable tiles file"):
+        OnnxModel(onnx_copy)
+
+
+def test_pass_sessions_are_made_on_first_use(models) -> None:
+    made = []
+    staged = StagedModel(
+        models["onnx"].with_name(tiles_name(models["onnx"].name)),
+        lambda blob: made.append(1) or ort.InferenceSession(blob, providers=["CPUExecutionProvider"]),
+    )
+    assert made == [] and staged.halo >= 4
+    staged(pattern(20, 20), None, Tiling("on", staged.halo))
+    assert len(made) == len(staged.plan["passes"])
+
+
+# --- nst-serve --------------------------------------------------------------------------------------------------
+
+
+def served(model: Path, settings: ServeSettings, rgb: np.ndarray) -> httpx.Response:
+    with TestClient(create_app([model], settings)) as client:
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="PNG")
+        files = {"image": ("photo.png", buffer.getvalue(), "image/png")}
+        return client.post("/v1/stylize", files=files, data={"format": "png"})
+
+
+def test_serve_tiles_photos_over_its_memory_budget(models) -> None:
+    """4 MiB per inference: a 120x140 photo (6.7 MiB whole at 420 bytes per pixel) goes in 20-pixel tiles (45 with
+    their halos at 2000 bytes per pixel), with the whole-image result at full size."""
+    rgb = pattern(120, 140, seed=11)
+    assert inference_tiling(OnnxModel(models["onnx"]), 120, 140, 4, "p") == Tiling("on", 20)
+    assert inference_tiling(OnnxModel(models["onnx"]), 90, 100, 4, "p") is None
+    with pytest.raises(RequestError, match="1 MiB per inference is too little to tile this model"):
+        inference_tiling(OnnxModel(models["onnx"]), 120, 140, 1, "p")
+    response = served(models["onnx"], ServeSettings(max_inference_mb=4), rgb)
+    assert response.status_code == 200, response.text
+    out = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert level_diff(out, whole(OnnxModel(models["onnx"]), rgb)) <= 1
+
+
+def test_serve_refuses_what_an_untileable_model_cannot_fit(models, tmp_path) -> None:
+    bare = Path(shutil.copy(models["onnx"], tmp_path / "bare.onnx"))
+    response = served(bare, ServeSettings(max_inference_mb=1), pattern(80, 96))
+    assert response.status_code == 413
+    detail = response.json()["detail"] if "detail" in response.json() else response.text
+    assert "96x80 needs about 3 MiB to stylise whole" in str(detail) and "cannot tile" in str(detail), detail
