@@ -1,8 +1,9 @@
-"""Shared helpers for the benchmarks: timing, matmul peak, FLOP counting, machine info, JSON records, and a
-faithful copy of the widely used PyTorch example (pytorch/examples ``fast_neural_style``) as the reference.
+"""Shared helpers for the benchmarks: timing, matmul peak, FLOP counting, machine info, JSON records, contact-sheet
+labels, and a faithful copy of the widely used PyTorch example (pytorch/examples ``fast_neural_style``) as the
+reference.
 
-Plain module, imported by ``bench/train_step.py`` and ``bench/inference.py`` (which put ``bench/`` on
-``sys.path``); nothing here is part of the ``nst_fast`` package.
+Plain module, imported by the bench scripts (which put ``bench/`` on ``sys.path``); nothing here is part of the
+``nst_fast`` package.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -168,6 +170,14 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def label(image: Image.Image, text: str) -> Image.Image:
+    """Draw ``text`` in white on a black box at the top left of ``image`` (in place, returned): contact sheets."""
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, 7 * len(text) + 6, 14), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255))
+    return image
 
 
 def set_threads(threads: int) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -106,13 +106,6 @@ def finetune_curve(run: Path, scratch: Path, loss, photos) -> dict[str, Any]:
     }
 
 
-def _label(image: Image.Image, text: str) -> Image.Image:
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, 7 * len(text) + 6, 14), fill=(0, 0, 0))
-    draw.text((3, 2), text, fill=(255, 255, 255))
-    return image
-
-
 def contact_sheet(
     multi: Path, photos_dir: Path, out: Path, size: int = 192, columns: int = 5, blend: tuple[str, str] | None = None
 ) -> Path:
@@ -148,7 +141,7 @@ def contact_sheet(
             array = (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
             tile = Image.fromarray(array)
             if c == 0:
-                tile = _label(tile, label)
+                tile = common.label(tile, label)
             sheet.paste(tile, (4 + c * (size + 4), 4 + r * (size + 4)))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, quality=90)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -195,13 +195,6 @@ def _tag(path: Path) -> str:
     return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
 
 
-def _label(image: Image.Image, text: str) -> Image.Image:
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, 7 * len(text) + 6, 14), fill=(0, 0, 0))
-    draw.text((3, 2), text, fill=(255, 255, 255))
-    return image
-
-
 def contact_sheet(
     checkpoints: Sequence[Path], photos: list[Tensor], out: Path, height: int = 160, columns: int = 6
 ) -> Path:
@@ -240,7 +233,7 @@ def contact_sheet(
         for c, tensor in enumerate(images):
             array = (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
             tile = Image.fromarray(array)
-            sheet.paste(_label(tile, label) if c == 0 else tile, (x, gap + r * (height + gap)))
+            sheet.paste(common.label(tile, label) if c == 0 else tile, (x, gap + r * (height + gap)))
             x += widths[c] + gap
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, quality=90)

@@ -255,7 +255,6 @@ def contact_sheet(
     """Rows: the photos (centre-cropped squares), then per checkpoint (its first style) the stylised photos and
     the flicker they would show: ``gain * |y_1 - T_step(y_0)|`` for two frames of a ``step`` pan with noise
     (black: no change between frames once the motion is undone)."""
-    from multistyle import _label
     from PIL import Image
 
     from nst_fast.data import resize_shorter_side, to_tensor
@@ -288,7 +287,7 @@ def contact_sheet(
         for c, tensor in enumerate(images):
             array = (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
             tile = Image.fromarray(array)
-            sheet.paste(_label(tile, label) if c == 0 else tile, (4 + c * (size + 4), 4 + r * (size + 4)))
+            sheet.paste(common.label(tile, label) if c == 0 else tile, (4 + c * (size + 4), 4 + r * (size + 4)))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, quality=90)
     return out
