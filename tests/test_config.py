@@ -58,6 +58,21 @@ def test_top_level_train_settings_and_export_yaml_equal_their_schemas() -> None:
     assert _leaves(OmegaConf.to_container(export, resolve=False)) == _schema_defaults(ExportSchema)
 
 
+def test_export_settings_classes_default_to_their_schemas() -> None:
+    """Int8Settings and TritonOptions (what export and tests build without Hydra) hold the same defaults as the
+    export.int8 / export.triton schemas (which have ``enabled`` besides)."""
+    from dataclasses import asdict
+
+    from nst_fast.config.schemas import Int8Schema, TritonSchema
+    from nst_fast.export.int8 import Int8Settings
+    from nst_fast.export.triton import TritonOptions
+
+    for settings, schema in ((Int8Settings(), Int8Schema), (TritonOptions(), TritonSchema)):
+        defaults = _schema_defaults(schema)
+        del defaults["enabled"]
+        assert asdict(settings) == defaults, schema.__name__
+
+
 def test_every_bundled_style_is_the_template_with_its_own_painting() -> None:
     cfg = compose("train", ["style=[starry,wave,scream,composition_vii,udnie]"])
     template = _schema_defaults(StyleSchema)
