@@ -387,7 +387,8 @@ class StyleTransferModule(pl.LightningModule):
 
 def pin_exact_identity(network: TransformerNet, condition: int) -> None:
     """Make ``condition`` of a ``residual_output`` network give back the photo exactly, and keep it so: its scale and
-    shift in the last instance norm are set to zero and their gradients zeroed (``TransformerNet``)."""
+    shift in the last instance norm are set to zero, its photo gain to one, and their gradients zeroed
+    (``TransformerNet``)."""
     norm = network.output_norm
     if not isinstance(norm, ConditionalInstanceNorm2d):
         raise ValueError("an exact identity needs a network with conditional instance norms (two or more conditions)")
@@ -396,19 +397,27 @@ def pin_exact_identity(network: TransformerNet, condition: int) -> None:
     with torch.no_grad():
         norm.weight[condition] = 0.0
         norm.bias[condition] = 0.0
+        network.photo_gain[condition] = 1.0
     for parameter in (norm.weight, norm.bias):
         parameter.register_hook(lambda grad, mask=row: grad * mask.to(grad))
+    gain_row = row.flatten()
+    network.photo_gain.register_hook(lambda grad, mask=gain_row: grad * mask.to(grad))
 
 
 def freeze_all_but(network: TransformerNet, conditions: Sequence[int]) -> None:
-    """Fine-tuning: only the given conditions' rows of the conditional norms' scale and shift tables learn;
-    every convolution and every other row is frozen (no gradient computed for the convolutions; the other
-    rows' gradients are zeroed, so Adam leaves them exactly as they are)."""
+    """Fine-tuning: only the given conditions' rows of the conditional norms' scale and shift tables (and of the
+    photo gain of a ``residual_output`` network) learn; every convolution and every other row is frozen (no
+    gradient computed for the convolutions; the other rows' gradients are zeroed, so Adam leaves them exactly as
+    they are)."""
     rows = torch.zeros(network.num_conditions, 1)
     rows[list(conditions)] = 1.0
+    per_condition = {id(network.photo_gain)} if network.residual_output else set()
+    gain_rows = rows.flatten()
     for module in network.modules():
         for parameter in module.parameters(recurse=False):
             if isinstance(module, ConditionalInstanceNorm2d):
                 parameter.register_hook(lambda grad, mask=rows: grad * mask.to(grad))
+            elif id(parameter) in per_condition:
+                parameter.register_hook(lambda grad, mask=gain_rows: grad * mask.to(grad))
             else:
                 parameter.requires_grad_(False)

@@ -131,12 +131,13 @@ def test_identity_samples_train_against_the_photo() -> None:
     assert costs.style == 0
 
 
-def test_finetuning_freezes_everything_but_the_new_rows() -> None:
+@pytest.mark.parametrize("residual_output", [False, True])
+def test_finetuning_freezes_everything_but_the_new_rows(residual_output: bool) -> None:
     from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
     from nst_fast.module import freeze_all_but
 
     torch.manual_seed(0)
-    network = TransformerNet(8, 1, num_conditions=4)
+    network = TransformerNet(8, 1, num_conditions=4, residual_output=residual_output)
     freeze_all_but(network, [2])
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=0.1)
     before = {k: v.clone() for k, v in network.state_dict().items()}
@@ -150,7 +151,7 @@ def test_finetuning_freezes_everything_but_the_new_rows() -> None:
         for name, m in network.named_modules()
         if isinstance(m, ConditionalInstanceNorm2d)
         for p in ("weight", "bias")
-    }
+    } | ({"photo_gain"} if residual_output else set())
     for key, value in before.items():
         if key in norms:
             keep = [0, 1, 3]
@@ -158,6 +159,8 @@ def test_finetuning_freezes_everything_but_the_new_rows() -> None:
         else:
             assert torch.equal(value, after[key]), f"{key} is frozen"
     assert any(not torch.equal(before[key][2], after[key][2]) for key in norms)
+    if residual_output:
+        assert before["photo_gain"][2] != after["photo_gain"][2]  # the new style's gain learns
 
 
 def test_finetuning_refuses_weight_decay_which_would_move_the_frozen_rows() -> None:
@@ -303,3 +306,5 @@ def test_exact_identity_gives_back_the_photo_and_gets_no_training_samples() -> N
         styled = module.transformer(photo, torch.tensor([[1.0, 0.0, 0.0]]))
     assert torch.equal((identity * 255).round(), (photo * 255).round())
     assert float((styled - photo).abs().mean()) > 1e-3
+    gains = module.transformer.photo_gain.detach()
+    assert gains[2] == 1.0 and bool((gains[:2] != 0.0).all())  # the styles' gains learn from 0, the identity's stays

@@ -60,6 +60,35 @@ def test_styles_blends_and_strength_tile(multi_models, kind, weights) -> None:
     assert level_diff(got, whole(model, rgb, vector)) <= 1
 
 
+@pytest.fixture(scope="module")
+def residual_models(tmp_path_factory) -> dict:
+    """Two styles and the exact identity of ``model.residual_output`` (learnt photo gains), exported."""
+    import torch
+    from conftest import MULTI_STYLES, _exported
+    from helpers import small_network
+
+    from nst_fast.models.transformer import TransformerNet
+    from nst_fast.module import pin_exact_identity
+
+    network = TransformerNet(8, 1, num_conditions=3, residual_output=True)
+    network.load_state_dict(small_network(4, num_conditions=3).state_dict(), strict=False)
+    with torch.no_grad():
+        network.photo_gain.copy_(torch.tensor([0.4, -0.3, 0.0]))
+    pin_exact_identity(network, 2)
+    return _exported(tmp_path_factory.mktemp("residual"), network.eval(), MULTI_STYLES[:2], identity=True)
+
+
+@pytest.mark.parametrize("weights", [[1.0, 0.0], [0.3, 0.2], [0.0, 0.0]])
+def test_residual_output_tiles_and_its_identity_is_the_photo(residual_models, weights) -> None:
+    model = OnnxModel(residual_models["onnx"])
+    rgb = pattern(45, 62, seed=6)
+    vector = np.array(weights, dtype=np.float32)
+    want = whole(model, rgb, vector)
+    assert level_diff(model.staged()(rgb, vector, Tiling("on", 16)), want) <= 1
+    if not any(weights):  # strength 0: the photo itself
+        assert level_diff(want, rgb) <= 1
+
+
 def test_preserve_color_tiles(models) -> None:
     model = OnnxModel(models["onnx"])
     rgb = pattern(40, 52, seed=5)

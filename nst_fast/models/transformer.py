@@ -260,11 +260,15 @@ class TransformerNet(nn.Module):
 
     ``upsample``: ``nearest`` (the default: exact sub-pixel layers) or ``bilinear`` (smoother, plain layers).
 
-    ``residual_output``: the network paints on top of the photo, ``sigmoid(logit(x) + d)`` with ``d`` the last
-    convolution's output (which then has no bias), instead of ``sigmoid(d)``. A condition whose scale and shift in
-    the last instance norm (``output_norm``) are zero gives ``d = 0`` and back the photo exactly, and since the
-    ReLU after that norm is positively homogeneous, mixing such a condition with a style at strength ``s`` scales
-    the last layer's contribution by ``s``: the strength control fades the style in from the photo itself.
+    ``residual_output``: the output is ``sigmoid(d + g logit(x))`` with ``d`` the last convolution's output (which
+    then has no bias) and ``g`` a learnt gain per condition (``photo_gain [num_conditions]``, mixed by the condition
+    weights like the norms' parameters), instead of ``sigmoid(d)``. The gains start at 0, so a style starts as the
+    plain network and takes as much of the photo as its costs ask for (a fixed gain of 1 kept the photo and barely
+    reached the painting: docs/quality.md, RES). A condition with gain 1 and zero scale and shift in the last
+    instance norm (``output_norm``) gives ``d = 0`` and back the photo exactly (the identity, pinned so by
+    training); since the ReLU after that norm is positively homogeneous, mixing it with a style at strength ``s``
+    gives ``sigmoid(s d_style + (1 - s + s g_style) logit(x))``: the strength control fades the style in from the
+    photo itself.
     """
 
     def __init__(
@@ -300,7 +304,16 @@ class TransformerNet(nn.Module):
             ConvNormAct(c2, c1, 3, upsample=upsample, num_conditions=k),
             SpaceToDepthConv2d(c1, 3, 9, bias=not residual_output),
         )
+        if residual_output:
+            self.photo_gain = nn.Parameter(torch.zeros(num_conditions))
+            self._register_load_state_dict_pre_hook(self._fixed_photo_gain)
         self._register_load_state_dict_pre_hook(_rename_plain_decoder_keys)
+
+    def _fixed_photo_gain(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load-state-dict pre-hook: ``residual_output`` checkpoints written before the learnt gain added the whole
+        photo (gain 1 for every condition), and load so."""
+        if f"{prefix}photo_gain" not in state_dict and f"{prefix}decoder.2.weight" in state_dict:
+            state_dict[f"{prefix}photo_gain"] = torch.ones(self.num_conditions)
 
     @property
     def output_norm(self) -> nn.Module:
@@ -333,7 +346,8 @@ class TransformerNet(nn.Module):
         x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
         y = self.decoder(self.residuals(self.encoder(x, condition), condition), condition)[:, :, :height, :width]
         if self.residual_output:
-            y = y + logit(x[:, :, :height, :width])
+            gain = self.photo_gain if condition is None else (condition.float() * self.photo_gain).sum(dim=1)
+            y = y + gain.to(y.dtype)[:, None, None, None] * logit(x[:, :, :height, :width])
         return torch.sigmoid(y)
 
 
@@ -349,10 +363,10 @@ def add_conditions(network: TransformerNet, count: int, position: int) -> Transf
     extended = TransformerNet(**config, num_conditions=network.num_conditions + count)
     state, targets = {}, extended.state_dict()
     for key, value in network.state_dict().items():
-        if value.shape != targets[key].shape:  # a norm's scale or shift: [C] or [K, C] -> [K + count, C]
+        if value.shape != targets[key].shape:  # a norm's scale or shift [C] or [K, C], or the photo gain [K]
             table = value.reshape(network.num_conditions, -1)
             new_rows = table[:position].mean(dim=0, keepdim=True).expand(count, -1)
-            value = torch.cat([table[:position], new_rows, table[position:]])
+            value = torch.cat([table[:position], new_rows, table[position:]]).reshape(targets[key].shape)
         state[key] = value
     extended.load_state_dict(state)
     return extended

@@ -295,14 +295,36 @@ def test_residual_output_paints_on_the_photo_and_records_itself() -> None:
     x = torch.rand(2, 3, 21, 30)
     with torch.no_grad():
         norm = network.output_norm
-        norm.weight[1] = 0.0
-        norm.bias[1] = 0.0  # condition 1: zero scale and shift in the last norm
-        y = network(x, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+        norm.weight.zero_()
+        norm.bias.zero_()  # zero scale and shift in the last norm: d = 0, the output is sigmoid(gain * logit(x))
+        assert torch.equal(network(x, torch.tensor([[1.0, 0.0], [0.0, 1.0]])), torch.full_like(x, 0.5))  # gains 0
+        network.photo_gain.copy_(torch.tensor([0.3, 1.0]))
+        y = network(x, torch.tensor([[0.0, 1.0], [0.25, 0.75]]))
     clamped = x.clamp(LOGIT_EPS, 1 - LOGIT_EPS)
-    assert torch.allclose(y, clamped, atol=1e-6)
+    assert torch.allclose(y[0], clamped[0], atol=1e-6)  # gain 1: the photo itself
+    mixed_gain = 0.25 * 0.3 + 0.75 * 1.0  # the gains mix like the norms' parameters
+    expected = 1.0 / (1.0 + ((1.0 - clamped[1]) / clamped[1]) ** mixed_gain)
+    assert torch.allclose(y[1], expected, atol=1e-6)
     assert torch.allclose(torch.sigmoid(logit(clamped)), clamped, atol=1e-6)
     plain = TransformerNet(8, 1)
     assert "residual_output" not in plain.config and plain.decoder[-1].bias is not None
+
+
+def test_residual_output_checkpoints_before_the_learnt_gain_load_with_the_whole_photo() -> None:
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, num_conditions=3, residual_output=True)
+    state = {key: value for key, value in network.state_dict().items() if key != "photo_gain"}
+    rebuilt = TransformerNet(**network.config)
+    rebuilt.load_state_dict(state)
+    assert rebuilt.photo_gain.tolist() == [1.0, 1.0, 1.0]  # the fixed gain those checkpoints were trained with
+
+
+def test_added_conditions_start_from_the_styles_photo_gain() -> None:
+    network = TransformerNet(8, 1, num_conditions=3, residual_output=True)
+    with torch.no_grad():
+        network.photo_gain.copy_(torch.tensor([0.2, 0.4, 1.0]))  # two styles and the identity
+    extended = add_conditions(network, 1, 2)
+    assert extended.photo_gain.tolist() == pytest.approx([0.2, 0.4, 0.3, 1.0])
 
 
 def test_bilinear_upsampling_is_recorded_and_keeps_the_size() -> None:
