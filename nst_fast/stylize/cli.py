@@ -69,51 +69,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files, folders, or video files")
     parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output file for a single input file; otherwise a folder (mirroring the inputs' relative paths)",
+    )
+    parser.add_argument("--max-size", type=int, default=None, help="downscale inputs whose longer side exceeds this")
+    parser.add_argument(
+        "--format", dest="image_format", default=None, help="image format of folder outputs (png, jpg, ...)"
+    )
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    _add_model_arguments(parser.add_argument_group("model and style"))
+    _add_runtime_arguments(parser.add_argument_group("runtime"))
+    _add_video_arguments(parser.add_argument_group("video"))
+    return parser
+
+
+def _add_model_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--model",
         "-m",
         default=None,
         help="an exported .onnx, TorchScript .pt/.ts or training .ckpt, or the name of a bundled model "
         f"({', '.join(BUNDLED_MODELS)}); default: the bundled {DEFAULT_MODEL!r} model",
     )
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        help="output file for a single input file; otherwise a folder (mirroring the inputs' relative paths)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--style",
         default=None,
         help="multi-style models: NAME, or a blend NAME=W,NAME=W (weights >= 0, sum <= 1; the rest goes to the "
         "identity, i.e. the photo); see --list-styles",
     )
-    parser.add_argument(
+    group.add_argument(
         "--strength",
         type=float,
         default=None,
-        help="0 (the identity: the network's reproduction of the photo) .. 1 (the full style); "
-        "needs a model trained with the identity condition",
+        help="0 (the identity: the photo itself with model.residual_output, else the network's reproduction of "
+        "it) .. 1 (the full style); needs a model trained with the identity condition",
     )
-    parser.add_argument("--list-styles", action="store_true", help="print the model's styles and exit")
-    parser.add_argument("--preserve-color", action="store_true", help="keep the input's colours, take only luminance")
-    parser.add_argument("--max-size", type=int, default=None, help="downscale inputs whose longer side exceeds this")
-    parser.add_argument(
-        "--format", dest="image_format", default=None, help="image format of folder outputs (png, jpg, ...)"
-    )
-    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
-    parser.add_argument(
+    group.add_argument("--list-styles", action="store_true", help="print the model's styles and exit")
+    group.add_argument("--preserve-color", action="store_true", help="keep the input's colours, take only luminance")
+
+
+def _add_runtime_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--provider",
         default="auto",
         help="ONNX Runtime provider: auto (TensorRT > CUDA > CPU), tensorrt, cuda, cpu, ...",
     )
-    parser.add_argument(
+    group.add_argument(
         "--device", default="auto", help="torch device for .pt/.ts/.ckpt models (default: cuda if available)"
     )
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
-    parser.add_argument(
+    group.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    group.add_argument(
         "--batch-size", type=int, default=4, help="same-sized images or video frames per model call (default 4)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--tile",
         choices=TILE_MODES,
         default="auto",
@@ -121,28 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
         f"network's instance norms get the whole image's statistics): auto (above {TILE_ABOVE_PIXELS / 1e6:g} MP; "
         "default), on, off. Needs the NAME.tiles.zip export writes beside NAME.onnx; videos never tile",
     )
-    parser.add_argument(
+    group.add_argument(
         "--tile-size",
         type=int,
         default=DEFAULT_TILE_SIZE,
         help=f"tile side in pixels, a multiple of 4 and at least the network's halo (default {DEFAULT_TILE_SIZE}); "
         "smaller tiles use less memory and recompute more overlap",
     )
-    parser.add_argument("--crf", type=int, default=18, help="video quality for H.264 (lower is better; default 18)")
-    parser.add_argument(
+
+
+def _add_video_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--crf", type=int, default=18, help="video quality for H.264 (lower is better; default 18)")
+    group.add_argument(
         "--temporal",
         action="store_true",
         help="videos: blend each frame with the previous output carried along the optical flow of the "
         "input, where the flow is consistent, to reduce flicker (needs opencv-python-headless)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--temporal-weight",
         type=float,
         default=DEFAULT_WEIGHT,
         help=f"share of the previous output in --temporal's blend, in (0, 1) (default {DEFAULT_WEIGHT})",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    return parser
 
 
 EXPECTED_ERRORS = (ImageReadError, StylizeError, OSError, ValueError, RuntimeError, MemoryError)
