@@ -411,13 +411,12 @@ def freeze_all_but(network: TransformerNet, conditions: Sequence[int]) -> None:
     they are)."""
     rows = torch.zeros(network.num_conditions, 1)
     rows[list(conditions)] = 1.0
-    per_condition = {id(network.photo_gain)} if network.residual_output else set()
     gain_rows = rows.flatten()
     for module in network.modules():
         for parameter in module.parameters(recurse=False):
             if isinstance(module, ConditionalInstanceNorm2d):
                 parameter.register_hook(lambda grad, mask=rows: grad * mask.to(grad))
-            elif id(parameter) in per_condition:
+            elif network.residual_output and parameter is network.photo_gain:
                 parameter.register_hook(lambda grad, mask=gain_rows: grad * mask.to(grad))
             else:
                 parameter.requires_grad_(False)
