@@ -99,52 +99,35 @@ def file_steps(
     cases = verification_weights(info)
     fp32_tolerance, fp16_tolerance, uint8_tolerance = tolerances
 
-    def onnx_check(layout: str, tolerance: float, uint8_io: bool = False):
+    def onnx_step(
+        kind: str, suffix: str, write: Callable[[Path], None], layout: str, tolerance: float, uint8_io: bool = False
+    ) -> FileStep:
         def check(path: Path) -> tuple[float, float, tuple]:
             diff, shapes = check_onnx(path, opset, layout, reference, cases, tolerance, uint8_io)
             return diff, tolerance, shapes
 
-        return check
+        return FileStep(kind, f"{name}{suffix}", write, check)
 
     def torchscript_check(path: Path) -> tuple[float, float, tuple]:
         diff, shapes = check_torchscript(path, reference, cases, fp32_tolerance)
         return diff, fp32_tolerance, shapes
 
-    steps = [
-        FileStep(
-            "onnx",
-            f"{name}.onnx",
-            lambda p: export_onnx(network, p, info, opset=opset, thumbnails=thumbnails),
-            onnx_check(LAYOUT_NCHW_FLOAT, fp32_tolerance),
-        )
-    ]
+    def write_onnx(fp16: bool = False) -> Callable[[Path], None]:
+        return lambda path: export_onnx(network, path, info, opset=opset, fp16=fp16, thumbnails=thumbnails)
+
+    def write_uint8(path: Path) -> None:
+        export_onnx_uint8(network, path, info, opset=opset, thumbnails=thumbnails)
+
+    def write_torchscript(path: Path) -> None:
+        export_torchscript(network, path, info, thumbnails)
+
+    steps = [onnx_step("onnx", ".onnx", write_onnx(), LAYOUT_NCHW_FLOAT, fp32_tolerance)]
     if fp16:
-        steps.append(
-            FileStep(
-                "onnx_fp16",
-                f"{name}.fp16.onnx",
-                lambda p: export_onnx(network, p, info, opset=opset, fp16=True, thumbnails=thumbnails),
-                onnx_check(LAYOUT_NCHW_FLOAT, fp16_tolerance),
-            )
-        )
+        steps.append(onnx_step("onnx_fp16", ".fp16.onnx", write_onnx(fp16=True), LAYOUT_NCHW_FLOAT, fp16_tolerance))
     if uint8:
-        steps.append(
-            FileStep(
-                "onnx_uint8",
-                f"{name}.uint8.onnx",
-                lambda p: export_onnx_uint8(network, p, info, opset=opset, thumbnails=thumbnails),
-                onnx_check(LAYOUT_HWC_UINT8, uint8_tolerance, uint8_io=True),
-            )
-        )
+        steps.append(onnx_step("onnx_uint8", ".uint8.onnx", write_uint8, LAYOUT_HWC_UINT8, uint8_tolerance, True))
     if torchscript:
-        steps.append(
-            FileStep(
-                "torchscript",
-                f"{name}.torchscript.pt",
-                lambda p: export_torchscript(network, p, info, thumbnails),
-                torchscript_check,
-            )
-        )
+        steps.append(FileStep("torchscript", f"{name}.torchscript.pt", write_torchscript, torchscript_check))
     return steps
 
 
@@ -213,18 +196,33 @@ def export_checkpoint(
         for step in steps:
             result.files.append(write_and_verify(step, staging, out_dir, log))
         if int8:
-            int8_file = one_line_errors(
-                f"{name}.int8.onnx: int8 export failed",
-                lambda p: export_int8(staging / f"{name}.onnx", p, info, int8_settings, int8_files, opset, log),
-                staging / f"{name}.int8.onnx",
-            )
-            result.files.append(replace(int8_file, path=out_dir / int8_file.path.name))
+            result.files.append(stage_int8(staging, out_dir, name, info, int8_settings, int8_files, opset, log))
         if tiles:
             result.files += stage_tiles(result.files, staging, out_dir, info, log)
         stage_sites(staging, result, name, triton, runtime, log)
         move_into_place(staging, result)
     log(f"export: wrote {len(result.files)} verified file(s) to {out_dir}")
     return result
+
+
+def stage_int8(
+    staging: Path,
+    out_dir: Path,
+    name: str,
+    info: CheckpointInfo,
+    settings: Int8Settings,
+    calibration_files: list[Path],
+    opset: int,
+    log: Log,
+) -> ExportedFile:
+    """``NAME.int8.onnx`` quantised from the staged ``NAME.onnx`` (``export_int8``), as it will stand in
+    ``out_dir``; a failure is one line naming the file."""
+    int8_file = one_line_errors(
+        f"{name}.int8.onnx: int8 export failed",
+        lambda p: export_int8(staging / f"{name}.onnx", p, info, settings, calibration_files, opset, log),
+        staging / f"{name}.int8.onnx",
+    )
+    return replace(int8_file, path=out_dir / int8_file.path.name)
 
 
 def stage_tiles(

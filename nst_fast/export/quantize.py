@@ -74,6 +74,33 @@ def _reaches_sigmoid(model, name: str) -> bool:
         name = after[0].output[0]
 
 
+def _quantise_convs(
+    float_path: Path,
+    out_path: Path,
+    feeds: list[dict[str, np.ndarray]],
+    float_convs: list[str],
+    overrides: dict[str, list[dict[str, np.float32]]],
+) -> None:
+    """ONNX Runtime's static QDQ quantisation of every conv but ``float_convs``: uint8 activations, per-channel
+    int8 weights, min-max calibrated on ``feeds`` except for the tensors whose ranges ``overrides`` sets."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with _quiet_root_logger():
+        quantize_static(
+            str(float_path),
+            str(out_path),
+            _calibration_reader(feeds),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=float_convs,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"TensorQuantOverrides": overrides},
+        )
+
+
 def quantize_int8(
     float_path: str | Path,
     out_path: str | Path,
@@ -95,7 +122,6 @@ def quantize_int8(
     norms, residual additions and the sigmoid stay float32 (ONNX Runtime's CPU provider has no int8 kernels for them).
     Returns a summary (counts of what was done) for the log."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
@@ -120,20 +146,7 @@ def quantize_int8(
             name: [{"rmin": np.float32(low), "rmax": np.float32(high)}]
             for name, (low, high) in _range_overrides(model, feeds, convs, method).items()
         }
-        with _quiet_root_logger():
-            quantize_static(
-                str(equalised),
-                str(quantised),
-                _calibration_reader(feeds),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv"],
-                nodes_to_exclude=[node.name for node in convs[:FLOAT_CONVS]],
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"TensorQuantOverrides": overrides},
-            )
+        _quantise_convs(equalised, quantised, feeds, [node.name for node in convs[:FLOAT_CONVS]], overrides)
         model = onnx.load(str(quantised))
     moved_dq, moved_q, dropped = move_quantisation_across_data_movement(model)
     _copy_metadata(float_model, model, metadata or {})

@@ -91,6 +91,18 @@ def _progress(dest: str, settings: dict[str, Any], endpoint_url: str | None) -> 
     return done, photos
 
 
+def _source_files(source: str | os.PathLike) -> tuple[Path, list[str]]:
+    """The folder ``source`` (resolved) and every image under it; ``ConfigError`` when it is not a folder or
+    holds none."""
+    root = Path(source).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"SRC={str(source)!r} is not a folder")
+    files = [str(path) for path in list_images(root)]
+    if not files:
+        raise ConfigError(f"SRC={str(source)!r} holds no images (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
+    return root, files
+
+
 def convert(
     source: str | os.PathLike,
     dest: str,
@@ -110,12 +122,7 @@ def convert(
     each part ``nst-fast.json`` records how far the conversion got, so that a rerun continues with the part
     under way (litdata's own checkpoints miscount inputs that yield no sample, such as unreadable files).
     """
-    root = Path(source).expanduser().resolve()
-    if not root.is_dir():
-        raise ConfigError(f"SRC={str(source)!r} is not a folder")
-    files = [str(path) for path in list_images(root)]
-    if not files:
-        raise ConfigError(f"SRC={str(source)!r} holds no images (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
+    root, files = _source_files(source)
     dest = storage.check_url(dest, "DEST")
     if overwrite:
         storage.remove_set(dest, endpoint_url)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,57 @@ def _transcode(
         output.mux(encoder.encode(None))
 
 
+def _open_video(source: Path) -> Any:
+    """``source`` opened by PyAV; ``StylizeError`` when it is not a readable video."""
+    import av
+
+    try:
+        return av.open(str(source))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise StylizeError(f"{source}: not a readable video ({error})") from error
+
+
+def _video_stream(container: Any, source: Path, progress: Any) -> Any:
+    """The first video stream of ``container`` (decoded with threads), the ``progress`` bar's total set to its
+    frame count when the container knows it; ``StylizeError`` when there is none."""
+    if not container.streams.video:
+        raise StylizeError(f"{source}: no video stream")
+    video_in = container.streams.video[0]
+    video_in.thread_type = "AUTO"
+    if progress is not None and video_in.frames:
+        progress.total = video_in.frames
+        progress.refresh()
+    return video_in
+
+
+def _write_output(
+    source: Path,
+    partial: Path,
+    container: Any,
+    streams: tuple[Any, list[Any]],
+    codec: str,
+    sizes: tuple[int, int, int, int],
+    crf: int,
+    frame_writer: Callable[[Any, Any], FrameWriter],
+) -> FrameWriter:
+    """Transcode the video and audio streams (``streams``) of ``container`` (the file ``source``) into the file
+    ``partial``, the frames stylised by the ``FrameWriter`` that ``frame_writer(output, video_out)`` makes;
+    returns that writer.
+    ``sizes``: input width and height, output width and height."""
+    import av
+
+    video_in, audio_in = streams
+    output = av.open(str(partial), "w")
+    try:
+        video_out = _add_video_stream(output, video_in, codec, sizes[2:], crf)
+        audio = _add_audio_streams(output, audio_in, source, partial)
+        writer = frame_writer(output, video_out)
+        _transcode(container, output, video_in, audio_in, writer, sizes, audio)
+    finally:
+        output.close()
+    return writer
+
+
 def stylize_video(
     model: StyleModel,
     source: Path,
@@ -199,40 +252,24 @@ def stylize_video(
 
     if temporal_weight is not None:
         require_opencv()
-    try:
-        container = av.open(str(source))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise StylizeError(f"{source}: not a readable video ({error})") from error
+    container = _open_video(source)
     partial = target.with_name(f".{target.stem}.partial{target.suffix}")
     try:
-        if not container.streams.video:
-            raise StylizeError(f"{source}: no video stream")
-        video_in = container.streams.video[0]
-        video_in.thread_type = "AUTO"
-        audio_in = list(container.streams.audio)
+        video_in = _video_stream(container, source, progress)
         codec, width, height, out_width, out_height = _frame_sizes(video_in, source, target, max_size)
-        if progress is not None and video_in.frames:
-            progress.total = video_in.frames
-            progress.refresh()
         target.parent.mkdir(parents=True, exist_ok=True)
-        output = av.open(str(partial), "w")
-        try:
-            video_out = _add_video_stream(output, video_in, codec, (out_width, out_height), crf)
-            audio = _add_audio_streams(output, audio_in, source, target)
-            blend = TemporalBlender(temporal_weight) if temporal_weight is not None else None
-            writer = FrameWriter(
-                model,
-                output,
-                video_out,
-                keep_color=keep_color,
-                weights=weights,
-                batch_size=batch_size,
-                blend=blend,
-                progress=progress,
-            )
-            _transcode(container, output, video_in, audio_in, writer, (width, height, out_width, out_height), audio)
-        finally:
-            output.close()
+        frame_writer = functools.partial(
+            FrameWriter,
+            model,
+            keep_color=keep_color,
+            weights=weights,
+            batch_size=batch_size,
+            blend=TemporalBlender(temporal_weight) if temporal_weight is not None else None,
+            progress=progress,
+        )
+        streams = (video_in, list(container.streams.audio))
+        sizes = (width, height, out_width, out_height)
+        writer = _write_output(source, partial, container, streams, codec, sizes, crf, frame_writer)
         if writer.frames == 0:
             raise StylizeError(f"{source}: no video frames could be decoded")
         os.replace(partial, target)
