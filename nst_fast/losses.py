@@ -25,6 +25,14 @@ Other normalisations (``StyleNormalisation``), for comparison with other impleme
   ``sum_kk' (G_S / (2 n_H n_W n_C))^2``. Scaling every activation of the loss network by ``s`` scales the
   reference cost by ``s^4`` but leaves this one unchanged, so weights carry over between loss networks
   (e.g. torchvision's VGG and a Caffe-scale VGG) and layers start on a comparable footing.
+
+Content normalisations (``ContentNormalisation``):
+
+* ``"reference"``: ``J_content`` = mean over ``C, H, W`` of ``(a_G - a_C)^2`` (Johnson et al.).
+* ``"energy"``: that divided by the photo's own ``mean(a_C^2)``, per sample: the relative content error of
+  ``nst_fast.quality``. A photo with little structure (mist, night, sky) has small activations, so under the
+  reference cost texture painted over it costs little; relative to its own energy it costs as much as on a
+  busy photo.
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ from nst_fast.layout import is_channels_last
 
 StyleNormalisation = Literal["reference", "mean", "energy"]
 STYLE_NORMALISATIONS: tuple[str, ...] = ("reference", "mean", "energy")
+ContentNormalisation = Literal["reference", "energy"]
+CONTENT_NORMALISATIONS: tuple[str, ...] = ("reference", "energy")
+#: Floor of the photo's activation energy under ``"energy"`` content normalisation (a black photo has none).
+CONTENT_ENERGY_FLOOR = 1e-6
 
 
 def _check_activations(name: str, a: Tensor) -> None:
@@ -164,14 +176,21 @@ def style_cost(
     return total, per_layer
 
 
-def content_cost(a_content: Tensor, a_generated: Tensor) -> Tensor:
-    """Feature reconstruction cost: mean over ``C, H, W`` of ``(a_G - a_C)^2``, one value per sample ``[B]``."""
+def content_cost(a_content: Tensor, a_generated: Tensor, normalisation: ContentNormalisation = "reference") -> Tensor:
+    """Feature reconstruction cost, one value per sample ``[B]``: mean over ``C, H, W`` of ``(a_G - a_C)^2``
+    (``"reference"``), or that over the photo's ``mean(a_C^2)`` (``"energy"``, module docstring)."""
     _check_activations("a_content", a_content)
     _check_activations("a_generated", a_generated)
     if a_content.shape != a_generated.shape:
         raise ValueError(f"content {tuple(a_content.shape)} and generated {tuple(a_generated.shape)} differ in shape")
+    if normalisation not in CONTENT_NORMALISATIONS:
+        raise ValueError(f"unknown content normalisation {normalisation!r}; choose one of {CONTENT_NORMALISATIONS}")
     with torch.autocast(device_type=a_generated.device.type, enabled=False):
-        return (_at_least_float32(a_generated) - _at_least_float32(a_content)).square().mean(dim=(1, 2, 3))
+        target = _at_least_float32(a_content)
+        cost = (_at_least_float32(a_generated) - target).square().mean(dim=(1, 2, 3))
+        if normalisation == "energy":
+            cost = cost / target.square().mean(dim=(1, 2, 3)).clamp_min(CONTENT_ENERGY_FLOOR)
+        return cost
 
 
 def total_variation(x: Tensor) -> Tensor:

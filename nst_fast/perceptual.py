@@ -13,7 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from nst_fast.errors import ConfigError
-from nst_fast.losses import STYLE_NORMALISATIONS, StyleLoss, StyleNormalisation, content_cost, total_variation
+from nst_fast.losses import (
+    CONTENT_NORMALISATIONS,
+    STYLE_NORMALISATIONS,
+    ContentNormalisation,
+    StyleLoss,
+    StyleNormalisation,
+    content_cost,
+    total_variation,
+)
 from nst_fast.models.vgg import VGGFeatures
 
 #: ``style_index`` value of a sample trained as the identity (content cost only: give back the photo).
@@ -61,6 +69,7 @@ class PerceptualLoss(nn.Module):
         style_weight: float = 1.0,
         tv_weight: float = 0.0,
         style_normalisation: StyleNormalisation = "reference",
+        content_normalisation: ContentNormalisation = "reference",
         network: str = "vgg16",
         weights: str | os.PathLike = "imagenet",
         stability_weight: float = 0.0,
@@ -73,12 +82,18 @@ class PerceptualLoss(nn.Module):
             raise ConfigError(
                 f"loss.style_normalisation={style_normalisation!r} is unknown; choose one of {STYLE_NORMALISATIONS}"
             )
+        if content_normalisation not in CONTENT_NORMALISATIONS:
+            raise ConfigError(
+                f"loss.content_normalisation={content_normalisation!r} is unknown; choose one of "
+                f"{CONTENT_NORMALISATIONS}"
+            )
         self.style_layers = {name: float(weight) for name, weight in style_layers.items()}
         self.content_layer = content_layer
         self.content_weight = float(content_weight)
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
         self.style_normalisation: StyleNormalisation = style_normalisation
+        self.content_normalisation: ContentNormalisation = content_normalisation
         self.stability_weight = float(stability_weight)
         self.stability_shift = float(stability_shift)
         self.stability_noise = float(stability_noise)
@@ -133,7 +148,7 @@ class PerceptualLoss(nn.Module):
             style_index = torch.zeros(batch, dtype=torch.long, device=generated.device)
         styled = style_index != IDENTITY
         features = self.features(generated)
-        content = content_cost(content_features, features[self.content_layer])
+        content = content_cost(content_features, features[self.content_layer], self.content_normalisation)
         style, per_layer = self.style(features, style_index.clamp_min(0))
         style = torch.where(styled, style, torch.zeros_like(style))
         tv = total_variation(generated)

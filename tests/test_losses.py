@@ -163,6 +163,22 @@ def test_content_cost_is_per_sample_mean_square() -> None:
         content_cost(a_c, torch.zeros(2, 2, 3, 2))
 
 
+def test_energy_content_cost_is_relative_to_the_photos_own_energy() -> None:
+    a_c = torch.zeros(2, 1, 2, 2)
+    a_c[0] = 2.0  # energy mean(a_C^2) = 4
+    a_c[1, 0, 0, 0] = 2.0  # energy 1: a photo with little structure
+    a_g = a_c.clone()
+    a_g[:, 0, 1, 1] += 1.0  # the same change to both: squared difference 1 over 4 values
+    torch.testing.assert_close(content_cost(a_c, a_g), torch.tensor([0.25, 0.25]))
+    torch.testing.assert_close(content_cost(a_c, a_g, "energy"), torch.tensor([0.25 / 4.0, 0.25 / 1.0]))
+    # Scale-free: scaling every activation leaves it unchanged (the reference cost grows by the square).
+    torch.testing.assert_close(content_cost(3 * a_c, 3 * a_g, "energy"), content_cost(a_c, a_g, "energy"))
+    # A black photo has no energy: the floor keeps the cost finite.
+    assert torch.isfinite(content_cost(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), "energy")).all()
+    with pytest.raises(ValueError, match="unknown content normalisation 'max'"):
+        content_cost(a_c, a_g, "max")  # type: ignore[arg-type]
+
+
 def test_total_variation_known_image() -> None:
     constant = torch.full((1, 3, 4, 4), 0.3)
     assert total_variation(constant).item() == 0.0
@@ -187,7 +203,8 @@ def test_gradients_float64() -> None:
     assert torch.autograd.gradcheck(gram_matrix, (a_g,))
     for normalisation in ("reference", "mean", "energy"):
         assert torch.autograd.gradcheck(lambda g, n=normalisation: style_layer_cost(a_s, g, n), (a_g,))
-    assert torch.autograd.gradcheck(lambda g: content_cost(a_c, g), (a_g,))
+    for normalisation in ("reference", "energy"):
+        assert torch.autograd.gradcheck(lambda g, n=normalisation: content_cost(a_c, g, n), (a_g,))
     assert torch.autograd.gradcheck(total_variation, (a_g,))
 
 

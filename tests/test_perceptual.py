@@ -69,3 +69,25 @@ def test_identity_samples_cost_content_only_and_styles_have_their_own_weights() 
     torch.testing.assert_close(costs.total, torch.cat(expected).mean())
     assert costs.sample_style[1] == 0
     torch.testing.assert_close(costs.style, costs.sample_style[[0, 2]].mean())
+
+
+def test_energy_content_normalisation_is_the_relative_content_error() -> None:
+    """``loss.content_normalisation=energy`` trains on what docs/quality.md measures: ``nst_fast.quality``'s
+    relative content error, per sample."""
+    import pytest
+
+    from nst_fast.errors import ConfigError
+    from nst_fast.quality import relative_content_error
+
+    torch.manual_seed(2)
+    cfg = compose_train_config("loss.weights=random", "loss.content_normalisation=energy", "loss.content_weight=7.0")
+    loss: PerceptualLoss = instantiate(cfg.loss)
+    loss.set_styles([torch.rand(1, 3, 40, 40)])
+    content, generated = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    costs = loss(loss.content_target(content), generated)
+    with torch.no_grad():
+        target, output = loss.features(content)["relu2_2"], loss.features(generated)["relu2_2"]
+        expected = relative_content_error(target, output).float()
+    torch.testing.assert_close(costs.sample_content, expected)
+    with pytest.raises(ConfigError, match="loss.content_normalisation='relative' is unknown"):
+        PerceptualLoss({"relu1_2": 1.0}, weights="random", content_normalisation="relative")  # type: ignore[arg-type]

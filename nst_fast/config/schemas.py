@@ -58,6 +58,7 @@ class LossSchema:
         default_factory=lambda: {"relu1_2": 97.66, "relu2_2": 24.41, "relu3_3": 6.104, "relu4_3": 1.526}
     )
     style_normalisation: str = "reference"
+    content_normalisation: str = "reference"
     tv_weight: float = 1.0
     stability_weight: float = 0.0
     stability_shift: float = 1.0
