@@ -646,3 +646,33 @@ def test_tiling_writes_record_and_crop(bench_module, models, tmp_path: Path) -> 
     assert tiled["tiled"] and not whole["tiled"] and whole["max_diff_tiled_vs_whole"] <= 1
     assert [(r["photo"], r["tile"]) for r in saved["fidelity"]] == [("p0.png", 16), ("p0.png", 32), ("p1.png", 16)]
     assert all(r["max_diff"] <= 1 for r in saved["fidelity"]) and (tmp_path / "crop.jpg").is_file()
+
+
+def test_debian_photos_scales_and_credits_every_photo(bench_module, tmp_path: Path, monkeypatch) -> None:
+    """bench/debian_photos.py without apt: each package's backgrounds folder is faked with images of the listed
+    names; every photo comes out with its shorter side at --size, and CREDITS.md names its author and licence."""
+    from PIL import Image
+
+    debian_photos = bench_module("debian_photos")
+
+    def fake_unpack(package: str, folder: Path) -> Path:
+        root = folder / package
+        for number, member in enumerate(debian_photos.PHOTOS[package]):
+            (root / member).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (300 + 10 * number, 200), (number, 50, 100)).save(root / member)
+        return root
+
+    monkeypatch.setattr(debian_photos, "unpack", fake_unpack)
+    assert debian_photos.main([str(tmp_path / "out"), "--size", "100"]) == 0
+    written = sorted((tmp_path / "out").glob("*.jpg"))
+    expected = sum(len(photos) for photos in debian_photos.PHOTOS.values())
+    assert len(written) == expected == 25
+    for path in written:
+        with Image.open(path) as image:
+            assert min(image.size) == 100
+    credits = (tmp_path / "out" / "CREDITS.md").read_text(encoding="utf-8")
+    assert (
+        "| bridge_by_sander_klootwijk.jpg | Sander Klootwijk | CC-BY-SA-4.0 | Debian `lomiri-wallpapers-16.04`"
+        in credits
+    )
+    assert credits.count("| GPL-2+ |") == 12
