@@ -25,15 +25,7 @@ from nst_fast.serve.errors import RequestError
 from nst_fast.serve.inference import inference_tiling
 from nst_fast.serve.settings import ServeSettings
 from nst_fast.stylize import OnnxModel, main, stylize_array
-from nst_fast.stylize.tiling import (
-    STORED_IN_MEMORY,
-    MemoryTensor,
-    NormStatistics,
-    ScratchTensor,
-    StagedModel,
-    Tiling,
-    _Run,
-)
+from nst_fast.stylize.tiling import NormStatistics, StagedModel, Tiling, _Run
 
 
 def whole(model: OnnxModel, rgb: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -48,13 +40,12 @@ def level_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 @pytest.mark.parametrize("kind", ["onnx", "uint8"])
 @pytest.mark.parametrize(("height", "width", "tile"), [(37, 51, 12), (64, 64, 16), (101, 77, 24), (23, 130, 12)])
-@pytest.mark.parametrize("stored", [STORED_IN_MEMORY, 0], ids=["in-memory", "scratch-files"])
-def test_tiled_equals_whole_image(models, kind, height, width, tile, stored) -> None:
+def test_tiled_equals_whole_image(models, kind, height, width, tile) -> None:
     model = OnnxModel(models[kind])
     staged = model.staged()
     assert staged is not None and tile >= staged.halo
     rgb = pattern(height, width, seed=height)
-    got = staged(rgb, None, Tiling("on", tile, stored_in_memory=stored))
+    got = staged(rgb, None, Tiling("on", tile))
     assert got.dtype == np.uint8 and got.shape == (height, width, 3)
     assert level_diff(got, whole(model, rgb)) <= 1  # float rounding of the statistics, then to 8 bits
 
@@ -123,39 +114,6 @@ def test_statistics_are_the_whole_images(models, tmp_path) -> None:
     np.testing.assert_allclose(run.stats[norm["var"]], full.var(axis=(0, 2, 3)), rtol=1e-4)
 
 
-@pytest.mark.parametrize("budget", [0, 1, 2, 10**9])
-def test_stored_tensors_stay_in_memory_within_the_budget(models, tmp_path, budget) -> None:
-    """The stored tensors go to memory while their total fits ``stored_in_memory`` (budget 1: the first one's size,
-    2: the first two's), to scratch files beyond it; either way the result is the whole image's."""
-    model = OnnxModel(models["onnx"])
-    staged = model.staged()
-    rgb = pattern(52, 68, seed=5)
-    sizes: list[int] = []  # bytes of each stored tensor, in the order the passes make them
-    probe = _Run(staged, rgb, None, Tiling("on", 16, stored_in_memory=0), False, rgb.shape[:2], tmp_path / "probe")
-    (tmp_path / "probe").mkdir()
-    original = probe.store
-    probe.store = lambda name, shape, dtype, column, scale: (  # type: ignore[method-assign]
-        sizes.append(int(np.prod(shape)) * np.dtype(dtype).itemsize) or original(name, shape, dtype, column, scale)
-    )
-    for index in range(len(staged.sessions)):
-        probe.run_pass(index)
-    probe.close()
-    limit = {0: 0, 1: sizes[0], 2: sizes[0] + sizes[1], 10**9: 10**9}[budget]
-    run = _Run(staged, rgb, None, Tiling("on", 16, stored_in_memory=limit), False, rgb.shape[:2], tmp_path)
-    run.run_pass(0)
-    kinds = [type(tensor) for tensor in run.stored.values()]
-    peak = sum(tensor.nbytes for tensor in run.stored.values())
-    for index in range(1, len(staged.sessions)):
-        run.run_pass(index)
-        peak = max(peak, sum(tensor.nbytes for tensor in run.stored.values()))
-        kinds += [type(tensor) for tensor in run.stored.values()]
-    run.close()
-    assert peak <= limit
-    assert (MemoryTensor in kinds) == (budget > 0) and (ScratchTensor in kinds) == (budget < 10**9), kinds
-    assert not list(tmp_path.glob("*.bin"))  # every scratch file removed
-    assert level_diff(run.result, whole(model, rgb)) <= 1
-
-
 def test_norm_statistics_by_hand() -> None:
     """Row sums of two tiles add up to the mean and biased variance of all the values."""
     rng = np.random.default_rng(0)
@@ -192,8 +150,7 @@ def test_memory_follows_the_tile_not_the_image(models) -> None:
     """NumPy's peak allocation while tiling grows with the image by the uint8 result (3 bytes per pixel) and the
     halo strips kept of the stored tensors (~9% of them with these 256-pixel tiles, ~2% at the default 1024), where
     the whole-image pass needs float32 copies in and out (24 bytes per pixel); ONNX Runtime's own buffers are the
-    tile's (bench/tiling.py measures the process's peak). The stored tensors go to scratch files here (no memory
-    budget for them: test_stored_tensors_stay_in_memory_within_the_budget checks that one)."""
+    tile's (bench/tiling.py measures the process's peak)."""
     model = OnnxModel(models["onnx"])
     staged = model.staged()
     staged(pattern(20, 20), None, Tiling("on", 256))  # the pass sessions are made on first use
@@ -202,7 +159,7 @@ def test_memory_follows_the_tile_not_the_image(models) -> None:
         rgb = pattern(side, side)
         tracemalloc.start()
         if tiled:
-            staged(rgb, None, Tiling("on", 256, stored_in_memory=0))
+            staged(rgb, None, Tiling("on", 256))
         else:
             stylize_array(model, rgb[None])
         _, top = tracemalloc.get_traced_memory()
@@ -309,7 +266,7 @@ def test_serve_tiles_photos_over_its_memory_budget(models) -> None:
     """4 MiB per inference: a 120x140 photo (6.7 MiB whole at 420 bytes per pixel) goes in 20-pixel tiles (45 with
     their halos at 2000 bytes per pixel), with the whole-image result at full size."""
     rgb = pattern(120, 140, seed=11)
-    assert inference_tiling(OnnxModel(models["onnx"]), 120, 140, 4, "p") == Tiling("on", 20, stored_in_memory=0)
+    assert inference_tiling(OnnxModel(models["onnx"]), 120, 140, 4, "p") == Tiling("on", 20)
     assert inference_tiling(OnnxModel(models["onnx"]), 90, 100, 4, "p") is None
     with pytest.raises(RequestError, match="1 MiB per inference is too little to tile this model"):
         inference_tiling(OnnxModel(models["onnx"]), 120, 140, 1, "p")

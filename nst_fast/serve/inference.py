@@ -88,4 +88,4 @@ def inference_tiling(model: StyleModel, height: int, width: int, budget_mb: int,
     side -= side % staged.align
     if side < staged.halo:
         raise RequestError(413, f"{name}: this server's {budget_mb} MiB per inference is too little to tile this model")
-    return Tiling("on", side, stored_in_memory=0)  # the budget went to the tile: stored tensors to scratch files
+    return Tiling("on", side)

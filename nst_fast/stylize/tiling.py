@@ -4,9 +4,8 @@ Every instance norm normalises each channel with its mean and spread over the wh
 their own would differ (seams, colour shifts). The export cuts the network at its norms into passes
 (``NAME.tiles.zip``, ``nst_fast.export.tiles``); here each pass runs tile by tile, with a halo as wide as the
 pass's receptive field, and accumulates the per-channel sum and sum of squares of its norm's input over all tiles;
-the next pass normalises with those whole-image statistics. Reduced-resolution tensors that later passes read stay
-in memory up to ``Tiling.stored_in_memory`` bytes; beyond that they go to scratch files (written and read back by
-region: page cache, not resident memory).
+the next pass normalises with those whole-image statistics. Reduced-resolution tensors that later passes read go to
+scratch files (read back by region through short-lived memory maps: page cache, not resident memory).
 
 ONNX Runtime and NumPy only (no torch, no onnx).
 """
@@ -47,21 +46,16 @@ DEFAULT_TILE_SIZE = 512
 #: ``--tile auto`` tiles images above this many pixels (the whole-image pass needs ~420 bytes per pixel: 1.7 GB).
 TILE_ABOVE_PIXELS = 4_000_000
 TILE_MODES = ("auto", "on", "off")
-#: Bytes of stored tensors kept in memory (beyond them, scratch files): all of them up to about 3 megapixels (they
-#: peak at about 130 bytes per pixel), no file I/O there, and a bounded addition to the tile's memory above.
-STORED_IN_MEMORY = 384 * 2**20
 
 
 @dataclass(frozen=True)
 class Tiling:
     """When and how to tile: ``mode`` ``auto`` (above ``above_pixels``), ``on`` (always, for models that can) or
-    ``off``; ``tile_size`` in pixels. The stored intermediate tensors stay in memory while their total is within
-    ``stored_in_memory`` bytes; the others go to the temporary folder (``TMPDIR``)."""
+    ``off``; ``tile_size`` in pixels. The stored intermediate tensors go to the temporary folder (``TMPDIR``)."""
 
     mode: str = "auto"
     tile_size: int = DEFAULT_TILE_SIZE
     above_pixels: int = TILE_ABOVE_PIXELS
-    stored_in_memory: int = STORED_IN_MEMORY
 
     def __post_init__(self) -> None:
         if self.mode not in TILE_MODES:
@@ -70,25 +64,6 @@ class Tiling:
     def wanted(self, height: int, width: int) -> bool:
         """Whether an image of this size should be tiled (before asking whether the model can)."""
         return self.mode == "on" or (self.mode == "auto" and height * width > self.above_pixels)
-
-
-class MemoryTensor:
-    """A stored tensor ``[C, H, W]`` kept in this process's memory; the interface of ``ScratchTensor``."""
-
-    def __init__(self, height: int, width: int, channels: int, dtype: str) -> None:
-        self.data = np.empty((channels, height, width), np.dtype(dtype))
-        self.nbytes = self.data.nbytes
-
-    def write(self, y0: int, x0: int, block: np.ndarray) -> None:
-        """Store ``block`` ``[1, C, h, w]`` at rows ``y0:y0 + h``, columns ``x0:x0 + w``."""
-        self.data[:, y0 : y0 + block.shape[2], x0 : x0 + block.shape[3]] = block[0]
-
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Rows ``y0:y1``, columns ``x0:x1`` as a ``[1, C, h, w]`` array."""
-        return np.ascontiguousarray(self.data[None, :, y0:y1, x0:x1])
-
-    def remove(self) -> None:
-        self.data, self.nbytes = np.empty((0, 0, 0), self.data.dtype), 0
 
 
 class ScratchTensor:
@@ -107,7 +82,6 @@ class ScratchTensor:
         self.strip = min(strip, min(self.widths))
         self.left = [np.empty((channels, height, self.strip), self.dtype) for _ in self.widths]
         self.right = [np.empty((channels, height, self.strip), self.dtype) for _ in self.widths]
-        self.nbytes = 0  # in this process's memory, beside the strips
         self.file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(self.file, self.offsets[-1])
 
@@ -253,7 +227,7 @@ class _Run:
         if weights is not None:
             self.weights = np.asarray(weights, dtype=np.float32).reshape(self.plan["weights_shape"])
         self.stats: dict[str, np.ndarray] = {}
-        self.stored: dict[str, MemoryTensor | ScratchTensor] = {}
+        self.stored: dict[str, ScratchTensor] = {}
         self.scratch = scratch
         self.result = np.empty((*size, 3), dtype=np.uint8)
 
@@ -262,19 +236,6 @@ class _Run:
         for tensor in self.stored.values():
             tensor.remove()
         self.stored.clear()
-
-    def store(
-        self, name: str, shape: tuple[int, int, int], dtype: str, column: int, scale: float
-    ) -> MemoryTensor | ScratchTensor:
-        """Where a pass's output ``name`` (``[C, H, W]``, tile columns ``column`` wide, at ``scale`` of the image)
-        waits for the later passes: in memory while the stored tensors there stay within
-        ``tiling.stored_in_memory`` bytes, else in a scratch file."""
-        channels, height, width = shape
-        in_memory = sum(tensor.nbytes for tensor in self.stored.values())
-        if in_memory + channels * height * width * np.dtype(dtype).itemsize <= self.tiling.stored_in_memory:
-            return MemoryTensor(height, width, channels, dtype)
-        strip = math.ceil(self.model.halo * scale)
-        return ScratchTensor(self.scratch / f"{name}.bin", height, width, channels, dtype, column, strip)
 
     def tiles(self) -> list[tuple[int, int, int, int]]:
         """``(y0, y1, x0, x1)`` of every tile of the padded image, row by row."""
@@ -321,7 +282,10 @@ class _Run:
             if name in later:
                 info = self.plan["tensors"][name]
                 h, w, column = (round(side * info["scale"]) for side in (height, width, self.tiling.tile_size))
-                self.stored[name] = self.store(name, (info["channels"], h, w), info["dtype"], column, info["scale"])
+                strip = math.ceil(self.model.halo * info["scale"])
+                self.stored[name] = ScratchTensor(
+                    self.scratch / f"{name}.bin", h, w, info["channels"], info["dtype"], column, strip
+                )
         for y0, y1, x0, x1 in self.tiles():
             region = (max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo))
             feeds = self.feeds(step["inputs"], region)
