@@ -125,7 +125,9 @@ def file_steps(
     if fp16:
         steps.append(onnx_step("onnx_fp16", ".fp16.onnx", write_onnx(fp16=True), LAYOUT_NCHW_FLOAT, fp16_tolerance))
     if uint8:
-        steps.append(onnx_step("onnx_uint8", ".uint8.onnx", write_uint8, LAYOUT_HWC_UINT8, uint8_tolerance, True))
+        steps.append(
+            onnx_step("onnx_uint8", ".uint8.onnx", write_uint8, LAYOUT_HWC_UINT8, uint8_tolerance, uint8_io=True)
+        )
     if torchscript:
         steps.append(FileStep("torchscript", f"{name}.torchscript.pt", write_torchscript, torchscript_check))
     return steps
