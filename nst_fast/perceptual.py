@@ -51,7 +51,8 @@ class Costs:
 class PerceptualLoss(nn.Module):
     """Frozen VGG loss network plus the style targets; ``set_styles`` must be called before ``forward``.
 
-    ``network``: ``vgg16`` or ``vgg19``; ``weights``: ``imagenet``, a state-dict path, or ``none``.
+    ``network``: ``vgg16`` or ``vgg19``; ``weights``: ``imagenet``, a state-dict path, or ``none``; ``pooling``:
+    ``max`` or ``average`` (``VGGFeatures``).
     ``style_layers``: layer name -> ``lambda_l``. ``content_weight`` is ``alpha``, ``style_weight`` is ``beta``;
     each style may multiply them by its own factors (``set_styles``). ``stability_weight`` (0: off),
     ``stability_shift`` (largest pan in pixels) and ``stability_noise`` (noise standard deviation, images in
@@ -72,6 +73,7 @@ class PerceptualLoss(nn.Module):
         content_normalisation: ContentNormalisation = "reference",
         network: str = "vgg16",
         weights: str | os.PathLike = "imagenet",
+        pooling: str = "max",
         stability_weight: float = 0.0,
         stability_shift: float = 1.0,
         stability_noise: float = 0.02,
@@ -98,7 +100,7 @@ class PerceptualLoss(nn.Module):
         self.stability_shift = float(stability_shift)
         self.stability_noise = float(stability_noise)
         self.jitter = int(jitter)
-        self.features = VGGFeatures([*self.style_layers, content_layer], arch=network, weights=weights)
+        self.features = VGGFeatures([*self.style_layers, content_layer], arch=network, weights=weights, pooling=pooling)
         self.style: StyleLoss | None = None
 
     @property

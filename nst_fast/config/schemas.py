@@ -51,6 +51,7 @@ class LossSchema:
     _target_: str = "nst_fast.perceptual.PerceptualLoss"
     network: str = "vgg16"
     weights: str = "imagenet"
+    pooling: str = "max"
     content_layer: str = "relu2_2"
     content_weight: float = 1.0
     style_weight: float = 1.0

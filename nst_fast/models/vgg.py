@@ -23,6 +23,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Convolutions per block; a max-pool follows each block.
 _BLOCKS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 _DOWNLOAD_TIMEOUT_S = 30.0
+#: How the loss network halves its resolution between blocks: VGG's own max-pooling, or average pooling over the same
+#: 2x2 windows (Gatys, Ecker & Bethge 2016: smoother gradients, "slightly more appealing results").
+POOLINGS = ("max", "average")
 
 
 def layer_names(arch: str) -> list[str]:
@@ -114,10 +117,21 @@ class VGGFeatures(nn.Module):
 
     ``weights``: ``"imagenet"`` (torchvision's ImageNet weights, downloaded once to torch's cache), a path to
     a state dict of ``<arch>().features``, or ``"random"`` (random init: for tests only).
+
+    ``pooling``: ``"max"`` (VGG as trained) or ``"average"`` (each max-pool replaced by a 2x2 stride-2 average pool,
+    as Gatys et al. 2016 did for style transfer; the convolutions are unchanged).
     """
 
-    def __init__(self, layers: Iterable[str], arch: str = "vgg16", weights: str | os.PathLike = "imagenet") -> None:
+    def __init__(
+        self,
+        layers: Iterable[str],
+        arch: str = "vgg16",
+        weights: str | os.PathLike = "imagenet",
+        pooling: str = "max",
+    ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"loss.pooling={pooling!r} is unknown; choose one of {POOLINGS}")
         names = layer_names(arch)
         self.layers = list(dict.fromkeys(layers))
         if not self.layers:
@@ -138,7 +152,11 @@ class VGGFeatures(nn.Module):
             features = _load_state_dict_file(arch, Path(weights_str).expanduser())
         depth = max(names.index(layer) for layer in self.layers) + 1
         self.names = names[:depth]
-        self.body = nn.Sequential(*list(features.children())[:depth])
+        modules = list(features.children())[:depth]
+        if pooling == "average":
+            modules = [nn.AvgPool2d(2, 2) if isinstance(module, nn.MaxPool2d) else module for module in modules]
+        self.pooling = pooling
+        self.body = nn.Sequential(*modules)
         # A ReLU may overwrite its input (saving a copy of the activations) unless that input, a conv
         # output, is one of the requested layers.
         for previous, module in zip(self.names, list(self.body)[1:], strict=False):

@@ -35,6 +35,24 @@ def test_features_match_torchvision_slices(tmp_path: Path) -> None:
     assert len(net.body) == 9  # truncated after relu2_2
 
 
+@pytest.mark.parametrize("pooling", ["max", "average"])
+def test_pooling_reduces_each_2x2_window(pooling: str) -> None:
+    torch.manual_seed(2)
+    net = VGGFeatures(["relu1_2", "pool1", "relu2_1"], weights="random", pooling=pooling)
+    out = net(torch.rand(1, 3, 16, 12))
+    windows = out["relu1_2"].reshape(1, 64, 8, 2, 6, 2)
+    by_hand = windows.amax(dim=(3, 5)) if pooling == "max" else windows.mean(dim=(3, 5))
+    torch.testing.assert_close(out["pool1"], by_hand)
+    # The convolutions are the same either way: relu2_1 is conv2_1 of the pooled activations.
+    conv2_1 = net.body[net.names.index("conv2_1")]
+    torch.testing.assert_close(out["relu2_1"], torch.relu(conv2_1(by_hand)))
+
+
+def test_unknown_pooling_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"loss.pooling='min'.*'max', 'average'"):
+        VGGFeatures(["relu1_2"], weights="random", pooling="min")
+
+
 def test_requested_conv_output_is_not_overwritten_by_its_relu() -> None:
     # ReLUs run in place except after a requested conv layer, whose pre-activation values must survive.
     torch.manual_seed(1)
