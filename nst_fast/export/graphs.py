@@ -1,5 +1,6 @@
-"""Wrappers around the trained network that give each export its graph: float16 inside with float32 norms,
-uint8 HWC input and output, and a size check that survives ``torch.jit.trace``."""
+"""Wrappers around the trained network that give each traced export its graph: float16 inside with float32 norms,
+and a size check that survives ``torch.jit.trace``. (The uint8 file wraps the float32 ONNX graph instead:
+``nst_fast.export.writers.export_onnx_uint8``.)"""
 
 from __future__ import annotations
 
@@ -40,20 +41,6 @@ class Float16Transformer(nn.Module):
 
     def forward(self, image: Tensor, condition: Tensor | None = None) -> Tensor:
         return self.network(image.half(), condition).float()
-
-
-class Uint8Transformer(nn.Module):
-    """uint8 ``[H, W, 3]`` RGB (and ``style_weights [S]`` for multi-condition networks) -> the network -> uint8
-    ``[H, W, 3]`` RGB (rounded)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, image: Tensor, style_weights: Tensor | None = None) -> Tensor:
-        x = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
-        y = self.network(x) if style_weights is None else self.network(x, style_weights.unsqueeze(0))
-        return (y * 255.0).round().clamp(0.0, 255.0).to(torch.uint8)[0].permute(1, 2, 0)
 
 
 @torch.jit.script_if_tracing

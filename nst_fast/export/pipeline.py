@@ -115,8 +115,8 @@ def file_steps(
     def write_onnx(fp16: bool = False) -> Callable[[Path], None]:
         return lambda path: export_onnx(network, path, info, opset=opset, fp16=fp16, thumbnails=thumbnails)
 
-    def write_uint8(path: Path) -> None:
-        export_onnx_uint8(network, path, info, opset=opset, thumbnails=thumbnails)
+    def write_uint8(path: Path) -> None:  # from NAME.onnx, staged before it
+        export_onnx_uint8(path.with_name(f"{name}.onnx"), path, info, thumbnails=thumbnails)
 
     def write_torchscript(path: Path) -> None:
         export_torchscript(network, path, info, thumbnails)

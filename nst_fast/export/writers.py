@@ -1,5 +1,5 @@
-"""Writing the exported files: float32 (or float16-inside) ONNX, the uint8 deployment ONNX and TorchScript, all with
-the metadata of ``nst_fast.export.metadata``."""
+"""Writing the exported files: float32 (or float16-inside) ONNX, the uint8 deployment ONNX (the float32 graph wrapped
+in uint8 input and output) and TorchScript, all with the metadata of ``nst_fast.export.metadata``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from nst_fast.conventions import (
     TORCHSCRIPT_META_FILE,
     WEIGHTS_NAME,
 )
-from nst_fast.export.graphs import Float16Transformer, SizeCheckedTransformer, Uint8Transformer
+from nst_fast.export.graphs import Float16Transformer, SizeCheckedTransformer
 from nst_fast.export.metadata import onnx_metadata
 from nst_fast.interface import exported_interface, info_conditions
 from nst_fast.models.transformer import MIN_INPUT_SIZE, TransformerNet
@@ -94,20 +94,79 @@ def export_onnx(
 
 
 def export_onnx_uint8(
-    network: TransformerNet,
+    float_path: Path,
     path: Path,
     info: CheckpointInfo,
     *,
-    opset: int = 18,
     thumbnails: list[str | None] | None = None,
 ) -> None:
     """The deployment ONNX model: one uint8 HWC RGB image in (and ``style_weights [S]`` for multi-condition
-    networks), one out; dynamic height and width."""
-    _, height, width = _dims()
-    examples = (torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8), *_example_weights(info))
-    dynamic = ({0: height, 1: width}, None)[: len(examples)]
-    module = Uint8Transformer(exported_interface(network, info))
-    _export_onnx(module, examples, dynamic, path, onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32", thumbnails), opset)
+    networks), one out; dynamic height and width. Built from the float32 file ``float_path`` (``export_onnx``) by
+    wrapping its graph, the same maths as ``(network(image[None] / 255) * 255).round().clamp(0, 255)`` in HWC,
+    without a second trace of the network."""
+    import onnx
+
+    model = onnx.load(str(float_path))
+    _wrap_in_uint8_io(model.graph)
+    metadata = onnx_metadata(info, LAYOUT_HWC_UINT8, "fp32", thumbnails)
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = f"nst-fast {__version__} style transfer network; {metadata[META_INPUT]}"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _wrap_in_uint8_io(graph: Any) -> None:
+    """Give a float32 NCHW graph (``image [N, 3, H, W]`` and optionally ``style_weights [N, S]`` in, ``stylized``
+    out) uint8 HWC image input and output and a ``style_weights [S]`` vector, in place: the float graph's inputs and
+    output become inner tensors (``<name>_nchw``) fed and read by the new nodes."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inner = {value.name: f"{value.name}_nchw" for value in [*graph.input, *graph.output]}
+    for node in graph.node:
+        node.input[:] = [inner.get(name, name) for name in node.input]
+        node.output[:] = [inner.get(name, name) for name in node.output]
+    for value in graph.value_info:
+        value.name = inner.get(value.name, value.name)
+    image, *weights = graph.input
+    height, width = (dim.dim_param or dim.dim_value for dim in image.type.tensor_type.shape.dim[2:])
+    constants = {
+        "uint8_io_axis0": np.array([0], dtype=np.int64),
+        "uint8_io_255": np.array(255.0, dtype=np.float32),
+        "uint8_io_0": np.array(0.0, dtype=np.float32),
+    }
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
+    nodes = [
+        helper.make_node("Transpose", [INPUT_NAME], ["uint8_io_chw"], perm=[2, 0, 1]),
+        helper.make_node("Unsqueeze", ["uint8_io_chw", "uint8_io_axis0"], ["uint8_io_nchw"]),
+        helper.make_node("Cast", ["uint8_io_nchw"], ["uint8_io_float"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["uint8_io_float", "uint8_io_255"], [inner[INPUT_NAME]]),
+    ]
+    new_inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [height, width, 3])]
+    if weights:
+        styles = weights[0].type.tensor_type.shape.dim[1].dim_value
+        nodes.append(helper.make_node("Unsqueeze", [WEIGHTS_NAME, "uint8_io_axis0"], [inner[WEIGHTS_NAME]]))
+        new_inputs.append(helper.make_tensor_value_info(WEIGHTS_NAME, TensorProto.FLOAT, [styles]))
+    network_nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(
+        [
+            *nodes,
+            *network_nodes,
+            helper.make_node("Mul", [inner[OUTPUT_NAME], "uint8_io_255"], ["uint8_io_scaled"]),
+            helper.make_node("Round", ["uint8_io_scaled"], ["uint8_io_rounded"]),
+            helper.make_node("Clip", ["uint8_io_rounded", "uint8_io_0", "uint8_io_255"], ["uint8_io_clipped"]),
+            helper.make_node("Cast", ["uint8_io_clipped"], ["uint8_io_levels"], to=TensorProto.UINT8),
+            helper.make_node("Squeeze", ["uint8_io_levels", "uint8_io_axis0"], ["uint8_io_chw_out"]),
+            helper.make_node("Transpose", ["uint8_io_chw_out"], [OUTPUT_NAME], perm=[1, 2, 0]),
+        ]
+    )
+    del graph.input[:]
+    graph.input.extend(new_inputs)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, [height, width, 3]))
 
 
 def export_torchscript(
