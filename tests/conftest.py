@@ -1,8 +1,24 @@
-"""Shared fixtures: paths to the optional ../shared folder and small helpers."""
+"""Shared fixtures: paths to the optional ../shared folder and small helpers; cores shared out between the
+pytest-xdist workers."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (``pytest -n N``), each worker and the subprocesses it starts (training runs, servers) get
+    ``cores / N`` threads, so that N workers on N cores do not oversubscribe them (OpenMP threads that wait for a
+    busy core spin). Runs when this module is imported, before torch reads ``OMP_NUM_THREADS``."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads
+        os.environ["MKL_NUM_THREADS"] = threads
+
+
+_share_cores_between_workers()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -29,7 +45,7 @@ def _exported(root: Path, network, styles, identity: bool = False) -> dict:
     from nst_fast.export import export_checkpoint
 
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)  # a worker that found another's export failed tries again
     torch.save(
         {
             "state_dict": {f"transformer.{k}": v for k, v in network.state_dict().items()},
@@ -40,7 +56,6 @@ def _exported(root: Path, network, styles, identity: bool = False) -> dict:
     )
     result = export_checkpoint(ckpt, uint8=True, torchscript=True, log=lambda _: None)
     return {
-        "network": network,
         "ckpt": ckpt,
         "onnx": result.file("onnx"),
         "uint8": result.file("onnx_uint8"),
@@ -48,13 +63,33 @@ def _exported(root: Path, network, styles, identity: bool = False) -> dict:
     }
 
 
+def _exported_once(tmp_path_factory, name: str, network, styles, identity: bool = False) -> dict:
+    """``_exported``, written once per test run: under pytest-xdist the first worker to ask exports into the run's
+    shared temporary folder (holding a file lock meanwhile) and the others read the paths it wrote. ``network`` must
+    be the same in every worker (the seeded ``small_network``)."""
+    import json
+
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return {"network": network, **_exported(tmp_path_factory.mktemp(name), network, styles, identity)}
+    shared = tmp_path_factory.getbasetemp().parent / f"exported-{name}"
+    index = shared / "files.json"
+    with FileLock(f"{shared}.lock"):
+        if not index.is_file():
+            files = _exported(shared, network, styles, identity)
+            index.write_text(json.dumps({kind: str(path) for kind, path in files.items()}))
+        files = {kind: Path(path) for kind, path in json.loads(index.read_text()).items()}
+    return {"network": network, **files}
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict:
     """A small trained-like network, its checkpoint, and its ONNX (float and uint8) and TorchScript exports
-    (shared by the stylize and video tests)."""
+    (shared by the stylize, tiling, video and benchmark tests)."""
     from helpers import small_network
 
-    return _exported(tmp_path_factory.mktemp("model"), small_network(0), STYLE)
+    return _exported_once(tmp_path_factory, "model", small_network(0), STYLE)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +97,7 @@ def multi_models(tmp_path_factory) -> dict:
     """Three styles and the identity: checkpoint, ONNX (float and uint8) and TorchScript."""
     from helpers import small_network
 
-    return _exported(tmp_path_factory.mktemp("multi"), small_network(3, num_conditions=4), MULTI_STYLES, identity=True)
+    return _exported_once(tmp_path_factory, "multi", small_network(3, num_conditions=4), MULTI_STYLES, identity=True)
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,7 @@ def _save(path: Path, network, styles: list[dict], identity: bool, step: int) ->
     return path
 
 
+@pytest.mark.slow  # a whole benchmark run (export, int8 calibration or a video)
 def test_multistyle_report_writes_record_and_sheet(bench_module, tmp_path: Path) -> None:
     from helpers import small_network
     from image_factory import write_good_images
@@ -303,6 +304,7 @@ def test_browser_smoke_run(bench_module, tmp_path: Path) -> None:
     assert saved["parity"]["wasm"]["as uploaded"]["max_abs_diff"] <= 2
 
 
+@pytest.mark.slow  # a whole benchmark run (export, int8 calibration or a video)
 def test_temporal_demo_writes_gif_and_strip(bench_module, models, tmp_path: Path) -> None:
     from image_factory import pattern
     from PIL import Image
@@ -376,6 +378,7 @@ def test_temporal_inference_writes_record(bench_module, models, tmp_path: Path) 
     assert {"model", "fast"} == set(saved["cost_ms"])
 
 
+@pytest.mark.slow  # a whole benchmark run (export, int8 calibration or a video)
 def test_inference_times_the_int8_model(bench_module, tmp_path: Path) -> None:
     inference = bench_module("inference")
     record = inference.main(
@@ -399,6 +402,7 @@ def test_inference_times_the_int8_model(bench_module, tmp_path: Path) -> None:
     assert 10.0 < row["psnr_db_vs_reference"] < 200.0  # quantised: close to the float network, not equal
 
 
+@pytest.mark.slow  # a whole benchmark run (export, int8 calibration or a video)
 def test_inference_builds_the_light_network(bench_module, tmp_path: Path) -> None:
     inference = bench_module("inference")
     record = inference.main(
@@ -423,6 +427,7 @@ def test_inference_builds_the_light_network(bench_module, tmp_path: Path) -> Non
         inference.main(["--sizes", "32", "--model", "tiny", "--out-dir", str(tmp_path)])
 
 
+@pytest.mark.slow  # a whole benchmark run (export, int8 calibration or a video)
 def test_heldout_runs_onnx_models_like_the_network(bench_module, tmp_path: Path) -> None:
     import torch
     from helpers import small_network

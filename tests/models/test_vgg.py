@@ -3,24 +3,39 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torchvision import models
 
 from nst_fast.models import VGGFeatures
 from nst_fast.models import vgg as vgg_module
 
 
+def torchvision_vgg(arch: str) -> nn.Module:
+    """torchvision's whole model (``models.vgg16()`` or ``vgg19()``), built on the meta device, with random features
+    on the CPU (seeded by the caller). The 120M-parameter classifier stays on the meta device: initialising it is
+    most of the time a plain build takes, and no test here runs it."""
+    with torch.device("meta"):
+        model = getattr(models, arch)()
+    model.features.to_empty(device="cpu")
+    for module in model.features:
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight)
+            nn.init.uniform_(module.bias, -0.1, 0.1)
+    return model.eval()
+
+
 def test_layer_names_follow_torchvision_indices() -> None:
     names = vgg_module.layer_names("vgg16")
-    assert len(names) == len(models.vgg16().features)
+    assert len(names) == len(torchvision_vgg("vgg16").features)
     assert names.index("relu1_2") == 3 and names.index("relu2_2") == 8
     assert names.index("relu3_3") == 15 and names.index("relu4_3") == 22 and names.index("relu5_1") == 25
     names19 = vgg_module.layer_names("vgg19")
-    assert len(names19) == len(models.vgg19().features) and names19.index("relu4_4") == 26
+    assert len(names19) == len(torchvision_vgg("vgg19").features) and names19.index("relu4_4") == 26
 
 
 def test_features_match_torchvision_slices(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    reference = models.vgg16().features.eval()
+    reference = torchvision_vgg("vgg16").features
     path = tmp_path / "features.pth"
     torch.save(reference.state_dict(), path)
     net = VGGFeatures(["relu2_2", "relu1_2"], weights=path)
@@ -84,9 +99,11 @@ def test_whole_model_state_dict_accepted(tmp_path: Path) -> None:
     from nst_fast.models.vgg import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(0)
-    whole = models.vgg19().eval()
+    whole = torchvision_vgg("vgg19")
     path = tmp_path / "vgg19_full.pth"
-    torch.save(whole.state_dict(), path)
+    # The whole model's keys; the classifier's values are placeholders (loading ignores them).
+    classifier = {f"classifier.{key}": torch.zeros(1) for key in whole.classifier.state_dict()}
+    torch.save({**{f"features.{k}": v for k, v in whole.features.state_dict().items()}, **classifier}, path)
     net = VGGFeatures(["relu5_1"], arch="vgg19", weights=path)
     x = torch.rand(1, 3, 32, 32)
     normalised = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -97,10 +114,10 @@ def test_whole_model_state_dict_accepted(tmp_path: Path) -> None:
 
 def test_wrong_state_dict_names_the_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "vgg19_features.pth"
-    torch.save(models.vgg19().features.state_dict(), path)
+    torch.save(torchvision_vgg("vgg19").features.state_dict(), path)
     with pytest.raises(ValueError, match=r"unexpected keys .*'28\.weight'|shape mismatches"):
         VGGFeatures(["relu1_2"], arch="vgg16", weights=path)
-    state = models.vgg16().features.state_dict()
+    state = torchvision_vgg("vgg16").features.state_dict()
     state["0.weight"] = torch.zeros(64, 1, 3, 3)
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"0\.weight: file \(64, 1, 3, 3\) vs vgg16 \(64, 3, 3, 3\)"):
