@@ -13,9 +13,9 @@ def _share_cores_between_workers() -> None:
     busy core spin). Runs when this module is imported, before torch reads ``OMP_NUM_THREADS``."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        os.environ["OMP_NUM_THREADS"] = threads
-        os.environ["MKL_NUM_THREADS"] = threads
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        os.environ.setdefault("OMP_NUM_THREADS", threads)  # a value the user set stays
+        os.environ.setdefault("MKL_NUM_THREADS", threads)
 
 
 _share_cores_between_workers()
@@ -75,7 +75,7 @@ def _exported_once(tmp_path_factory, name: str, network, styles, identity: bool 
         return {"network": network, **_exported(tmp_path_factory.mktemp(name), network, styles, identity)}
     shared = tmp_path_factory.getbasetemp().parent / f"exported-{name}"
     index = shared / "files.json"
-    with FileLock(f"{shared}.lock"):
+    with FileLock(f"{shared}.lock", timeout=600):  # an export that hangs fails the waiting workers too
         if not index.is_file():
             files = _exported(shared, network, styles, identity)
             index.write_text(json.dumps({kind: str(path) for kind, path in files.items()}))

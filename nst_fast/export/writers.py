@@ -124,6 +124,9 @@ def _wrap_in_uint8_io(graph: Any) -> None:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
+    nested = sorted({node.op_type for node in graph.node for attribute in node.attribute if attribute.g.node})
+    if nested:  # their bodies could read the renamed tensors from the outer scope
+        raise ValueError(f"cannot wrap a graph with nested graphs ({', '.join(nested)}) in uint8 input and output")
     inner = {value.name: f"{value.name}_nchw" for value in [*graph.input, *graph.output]}
     for node in graph.node:
         node.input[:] = [inner.get(name, name) for name in node.input]
@@ -131,7 +134,7 @@ def _wrap_in_uint8_io(graph: Any) -> None:
     for value in graph.value_info:
         value.name = inner.get(value.name, value.name)
     image, *weights = graph.input
-    height, width = (dim.dim_param or dim.dim_value for dim in image.type.tensor_type.shape.dim[2:])
+    height, width = image.type.tensor_type.shape.dim[2:]
     constants = {
         "uint8_io_axis0": np.array([0], dtype=np.int64),
         "uint8_io_255": np.array(255.0, dtype=np.float32),
@@ -144,11 +147,10 @@ def _wrap_in_uint8_io(graph: Any) -> None:
         helper.make_node("Cast", ["uint8_io_nchw"], ["uint8_io_float"], to=TensorProto.FLOAT),
         helper.make_node("Div", ["uint8_io_float", "uint8_io_255"], [inner[INPUT_NAME]]),
     ]
-    new_inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [height, width, 3])]
+    new_inputs = [_value_info(INPUT_NAME, TensorProto.UINT8, [height, width, 3])]
     if weights:
-        styles = weights[0].type.tensor_type.shape.dim[1].dim_value
         nodes.append(helper.make_node("Unsqueeze", [WEIGHTS_NAME, "uint8_io_axis0"], [inner[WEIGHTS_NAME]]))
-        new_inputs.append(helper.make_tensor_value_info(WEIGHTS_NAME, TensorProto.FLOAT, [styles]))
+        new_inputs.append(_value_info(WEIGHTS_NAME, TensorProto.FLOAT, weights[0].type.tensor_type.shape.dim[1:]))
     network_nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(
@@ -166,7 +168,23 @@ def _wrap_in_uint8_io(graph: Any) -> None:
     del graph.input[:]
     graph.input.extend(new_inputs)
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, [height, width, 3]))
+    graph.output.append(_value_info(OUTPUT_NAME, TensorProto.UINT8, [height, width, 3]))
+
+
+def _value_info(name: str, elem_type: int, dims: list[Any]) -> Any:
+    """A tensor's ``ValueInfoProto`` whose dims are copies of ``dims`` (``TensorShapeProto.Dimension``, named,
+    numbered or unknown as they are) or the integer 3."""
+    from onnx import helper
+
+    value = helper.make_tensor_value_info(name, elem_type, None)
+    shape = value.type.tensor_type.shape
+    for dim in dims:
+        entry = shape.dim.add()
+        if isinstance(dim, int):
+            entry.dim_value = dim
+        else:
+            entry.CopyFrom(dim)
+    return value
 
 
 def export_torchscript(

@@ -254,16 +254,25 @@ def test_export_errors_are_one_line(tmp_path, capsys, monkeypatch, written_onnx,
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ckpt", "last.ckpt"]
 
 
-@pytest.mark.slow  # a subprocess
-def test_cli_error_is_one_line_and_its_status(tmp_path) -> None:
-    """The same through ``python export.py``: its status is the process's, and Hydra adds nothing to stderr."""
-    done = run_cli([], tmp_path)
-    assert done.returncode == 2, done.stderr
+@pytest.mark.slow  # subprocesses
+@pytest.mark.parametrize(
+    "args, message, status",
+    [([], "ckpt_path is required", 2), (["ckpt_path=CKPT", "export.tolerance=-1"], "verification failed", 1)],
+)
+def test_cli_error_is_one_line_and_its_status(tmp_path, args, message, status) -> None:
+    """The same through ``python export.py``: its status is the process's, Hydra adds nothing to stderr, and nothing
+    is written (neither beside the checkpoint nor in the working directory)."""
+    ckpt = save_checkpoint(tmp_path / "ckpt" / "last.ckpt", small_network())
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = run_cli([arg.replace("CKPT", str(ckpt)) for arg in args], cwd)
+    assert done.returncode == status, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "ckpt_path is required" in lines[0], done.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ckpt", "cwd", "last.ckpt"]
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_config_mistake_is_a_usage_error(tmp_path) -> None:
     done = run_cli(["ckpt_path=/nonexistent/last.ckpt", "export.no_such_key=1"], tmp_path)
     assert done.returncode == 2 and "Could not override 'export.no_such_key'" in done.stderr, done.stderr

@@ -209,3 +209,61 @@ def test_triton_model_names_are_url_friendly() -> None:
 
 def test_triton_repository_matches_the_onnx_graph(exported) -> None:
     check_triton_repository(exported, "starry")
+
+
+def _float_graph(*nodes, weights: bool = False) -> onnx.ModelProto:
+    """A hand-made float32 model with the exported interface: ``image [batch, 3, height, width]`` (and
+    ``style_weights [batch, 2]``) in, ``stylized`` out, computed by ``nodes``."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"])]
+    if weights:
+        inputs.append(helper.make_tensor_value_info("style_weights", TensorProto.FLOAT, ["batch", 2]))
+    output = helper.make_tensor_value_info("stylized", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    graph = helper.make_graph(list(nodes), "net", inputs, [output])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_uint8_wrapping_of_an_identity_graph_gives_the_image_back(tmp_path) -> None:
+    """The uint8 file's conversions alone (the float graph is the identity): every 8-bit value comes back exactly,
+    in HWC; the style weights vector reaches the graph as one row."""
+    from onnx import helper
+
+    from nst_fast.export.writers import _wrap_in_uint8_io
+
+    model = _float_graph(
+        helper.make_node("ReduceSum", ["style_weights"], ["total"], keepdims=1),
+        helper.make_node("Unsqueeze", ["total", "axes"], ["total4"]),
+        helper.make_node("Mul", ["image", "total4"], ["stylized"]),
+        weights=True,
+    )
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"))
+    _wrap_in_uint8_io(model.graph)
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    image, weights = session.get_inputs()
+    assert (image.type, image.shape, weights.shape) == ("tensor(uint8)", ["height", "width", 3], [2])
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    (same,) = session.run(None, {"image": levels, "style_weights": np.array([0.25, 0.75], dtype=np.float32)})
+    assert same.dtype == np.uint8 and np.array_equal(same, levels)
+    (half,) = session.run(None, {"image": levels, "style_weights": np.array([0.25, 0.25], dtype=np.float32)})
+    np.testing.assert_array_equal(half, np.round(levels / 2.0).astype(np.uint8))  # halves round to even, as torch
+
+
+def test_uint8_wrapping_refuses_nested_graphs() -> None:
+    from onnx import TensorProto, helper
+
+    from nst_fast.export.writers import _wrap_in_uint8_io
+
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["inner"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("inner", TensorProto.FLOAT, None)],
+    )
+    model = _float_graph(
+        helper.make_node("Constant", [], ["condition"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
+        helper.make_node("If", ["condition"], ["stylized"], then_branch=branch, else_branch=branch),
+    )
+    with pytest.raises(ValueError, match=r"nested graphs \(If\)"):
+        _wrap_in_uint8_io(model.graph)
