@@ -67,11 +67,11 @@ def _dims() -> tuple[Any, Any, Any]:
     return Dim("batch", min=1), Dim("height", min=MIN_INPUT_SIZE), Dim("width", min=MIN_INPUT_SIZE)
 
 
-def _example_weights(info: CheckpointInfo, *batch: int) -> tuple[Tensor, ...]:
-    """An example ``style_weights`` input (``batch`` rows, or one vector) for multi-condition networks; none else."""
+def _example_weights(info: CheckpointInfo, batch: int) -> tuple[Tensor, ...]:
+    """An example ``style_weights`` input (``batch`` rows) for multi-condition networks; none else."""
     if info_conditions(info) == 1:
         return ()
-    return (torch.full((*batch, len(info.styles)), 1.0 / (len(info.styles) + int(info.identity))),)
+    return (torch.full((batch, len(info.styles)), 1.0 / (len(info.styles) + int(info.identity))),)
 
 
 def export_onnx(

@@ -155,7 +155,6 @@ class VGGFeatures(nn.Module):
         modules = list(features.children())[:depth]
         if pooling == "average":
             modules = [nn.AvgPool2d(2, 2) if isinstance(module, nn.MaxPool2d) else module for module in modules]
-        self.pooling = pooling
         self.body = nn.Sequential(*modules)
         # A ReLU may overwrite its input (saving a copy of the activations) unless that input, a conv
         # output, is one of the requested layers.

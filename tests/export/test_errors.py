@@ -51,6 +51,17 @@ def written_onnx(tmp_path_factory) -> Path:
     return export_checkpoint(ckpt, torchscript=False, tiles=False, log=lambda _: None).file("onnx")
 
 
+@pytest.fixture
+def copied_export(monkeypatch, written_onnx) -> None:
+    """The export step writes ``small_network()``'s float32 ONNX file by copying ``written_onnx`` (the same file it
+    would write for that checkpoint), for tests about what happens after it."""
+    import nst_fast.export.pipeline as export_module
+
+    monkeypatch.setattr(
+        export_module, "export_onnx", lambda network, path, *a, **k: shutil.copyfile(written_onnx, path)
+    )
+
+
 def _raise(error: BaseException):
     def raiser(*args, **kwargs):
         raise error
@@ -84,14 +95,10 @@ def _raise(error: BaseException):
     ],
     ids=["onnx-checker", "onnxruntime", "oserror-in-check", "jit-load"],
 )
-def test_crashing_verification_is_a_one_line_error(tmp_path, monkeypatch, written_onnx, target, error, message) -> None:
-    import nst_fast.export.pipeline as export_module
-
-    # The ONNX file as export_onnx writes it for this checkpoint (copied), then the check crashes.
-    monkeypatch.setattr(
-        export_module, "export_onnx", lambda network, path, *a, **k: shutil.copyfile(written_onnx, path)
-    )
-    monkeypatch.setattr(target, _raise(error))
+def test_crashing_verification_is_a_one_line_error(
+    tmp_path, monkeypatch, copied_export, target, error, message
+) -> None:
+    monkeypatch.setattr(target, _raise(error))  # after the (copied) ONNX file is written
     ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", small_network())
     with pytest.raises(ExportError) as info:  # TorchScript only where its check is the one that crashes
         export_checkpoint(ckpt, tmp_path / "out", torchscript=target == "torch.jit.load", log=lambda _: None)
@@ -237,14 +244,9 @@ def test_cli_writes_only_to_out_dir(tmp_path) -> None:
         ),
     ],
 )
-def test_export_errors_are_one_line(tmp_path, capsys, monkeypatch, written_onnx, args, message, status) -> None:
+def test_export_errors_are_one_line(tmp_path, capsys, copied_export, args, message, status) -> None:
     """The export command's config (composed as ``export.py`` composes it) through ``nst_fast.export.run``: the exit
     status, one line on stderr, nothing written."""
-    import nst_fast.export.pipeline as export_module
-
-    monkeypatch.setattr(
-        export_module, "export_onnx", lambda network, path, *a, **k: shutil.copyfile(written_onnx, path)
-    )
     ckpt = save_checkpoint(tmp_path / "ckpt" / "last.ckpt", small_network())
     cfg = compose("export", [arg.replace("CKPT", str(ckpt)) for arg in args])
     assert run_export(cfg) == status
