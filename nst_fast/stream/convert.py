@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -173,18 +174,28 @@ def _optimize(
     endpoint_url: str | None,
     append: bool,
 ) -> None:
-    """litdata's ``optimize`` over ``inputs``, appended to the set when it already has photos."""
-    storage.require("litdata").optimize(
-        fn=encoder,
-        inputs=inputs,
-        output_dir=dest,
-        chunk_bytes=settings["chunk_bytes"],
-        num_workers=min(settings["workers"], len(inputs)),
-        mode="append" if append else None,
-        reorder_files=False,
-        storage_options=storage.storage_options(endpoint_url),
-        start_method="fork",
-    )
+    """litdata's ``optimize`` over ``inputs``, appended to the set when it already has photos.
+
+    Its worker processes come from a fork server (a single-threaded process with this module imported), not from
+    a fork of the caller: a fork copies the locks that other threads of the caller (an S3 client's, a server's,
+    logging's) hold at that moment, and a worker that needs one waits forever. litdata sets the process-wide start
+    method; the caller's is put back afterwards."""
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_forkserver_preload(["nst_fast.stream.convert"])
+    try:
+        storage.require("litdata").optimize(
+            fn=encoder,
+            inputs=inputs,
+            output_dir=dest,
+            chunk_bytes=settings["chunk_bytes"],
+            num_workers=min(settings["workers"], len(inputs)),
+            mode="append" if append else None,
+            reorder_files=False,
+            storage_options=storage.storage_options(endpoint_url),
+            start_method="forkserver",
+        )
+    finally:
+        multiprocessing.set_start_method(start_method, force=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,6 +54,31 @@ def test_convert_a_folder_skipping_bad_files(tmp_path: Path, capfd) -> None:
     assert photos["rotated.jpg"].size == (40, 53), "EXIF orientation applied before scaling (60x80 upright)"
 
 
+class ParentRecorder(PhotoEncoder):
+    """Names each sample after the process that started the worker converting it."""
+
+    def __call__(self, path: str):
+        import os
+
+        for sample in super().__call__(path):
+            yield {**sample, "name": f"{os.getppid()}-{sample['name']}"}
+
+
+def test_workers_are_not_forks_of_the_caller_and_the_start_method_stays(tmp_path: Path, monkeypatch) -> None:
+    """A fork would copy the locks the caller's other threads hold (the loopback S3 server's, an S3 client's) and
+    hang a worker that needs one: the workers come from a fork server, and the caller's start method is kept."""
+    import multiprocessing
+    import os
+
+    write_photos(tmp_path / "photos", 4)
+    monkeypatch.setattr(convert_module, "PhotoEncoder", ParentRecorder)
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    assert convert(tmp_path / "photos", str(tmp_path / "set"), workers=2)["photos"] == 4
+    assert multiprocessing.get_start_method(allow_none=True) == start_method
+    parents = {name.split("-")[0] for name in stored(tmp_path / "set")}
+    assert len(parents) == 1 and parents != {str(os.getpid())}, parents
+
+
 @pytest.mark.slow
 def test_convert_refuses_other_files_or_a_finished_set_unless_overwrite(tmp_path: Path) -> None:
     write_photos(tmp_path / "photos", 3)
