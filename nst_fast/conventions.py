@@ -82,6 +82,11 @@ TILE_ALIGN = 4
 #: ``x`` and ``x^2`` (``[C, rows]``), which the runner adds up over rows and tiles in float64.
 TILE_CROP_STARTS, TILE_CROP_ENDS = "tile_crop_starts", "tile_crop_ends"
 TILE_SUM, TILE_SQUARES = "tile_sum", "tile_sum_squares"
+#: Networks with ``model.input_noise``: the ONNX initializer holding the noise pattern, and the input of a pass that
+#: reads it, where the pass's region starts in the padded image (row, column; int64 ``[2]``), so that each tile
+#: adds the pattern the whole image has there.
+NOISE_PATTERN_NAME = "noise_pattern"
+TILE_NOISE_OFFSET = "tile_noise_offset"
 
 
 def tiles_name(onnx_name: str) -> str:

@@ -85,7 +85,7 @@ class NetworkPlan:
     trained: list[int] | None = None
 
 
-def _model_config(cfg: DictConfig) -> dict[str, int | bool]:
+def _model_config(cfg: DictConfig) -> dict[str, int | bool | str | float]:
     """The configured network's architecture as ``TransformerNet.config`` records it (without ``num_conditions``)."""
     return architecture(
         cfg.model.base_channels,
@@ -93,6 +93,7 @@ def _model_config(cfg: DictConfig) -> dict[str, int | bool]:
         cfg.model.get("separable", False),
         cfg.model.get("residual_output", False),
         cfg.model.get("upsample", "nearest"),
+        cfg.model.get("input_noise", 0.0),
     )
 
 

@@ -89,6 +89,31 @@ def test_residual_output_tiles_and_its_identity_is_the_photo(residual_models, we
         assert level_diff(want, rgb) <= 1
 
 
+@pytest.fixture(scope="module")
+def noise_models(tmp_path_factory) -> dict:
+    """A network with ``model.input_noise`` (its own random weights), exported."""
+    import torch
+    from conftest import STYLE, _exported
+    from helpers import small_network
+
+    from nst_fast.models.transformer import TransformerNet
+
+    network = TransformerNet(8, 1, input_noise=0.2)
+    network.load_state_dict(small_network(5).state_dict(), strict=False)
+    assert torch.equal(network.noise_pattern, TransformerNet(8, 1, input_noise=0.2).noise_pattern)
+    return _exported(tmp_path_factory.mktemp("noise"), network.eval(), STYLE)
+
+
+@pytest.mark.slow  # an export of its own
+@pytest.mark.parametrize("kind", ["onnx", "uint8"])
+def test_input_noise_tiles_with_the_pattern_where_each_tile_lies(noise_models, kind) -> None:
+    """Each tile adds the noise pattern the whole image has at its place, across the pattern's period (512 px)."""
+    model = OnnxModel(noise_models[kind])
+    rgb = pattern(610, 537, seed=8)
+    want = whole(model, rgb)
+    assert level_diff(model.staged()(rgb, None, Tiling("on", 200)), want) <= 1
+
+
 def test_preserve_color_tiles(models) -> None:
     model = OnnxModel(models["onnx"])
     rgb = pattern(40, 52, seed=5)

@@ -1,4 +1,4 @@
-"""Training variants users reach for: bf16 autocast on CPU, channels_last, multirun."""
+"""Training variants users reach for: bf16 autocast on CPU, channels_last, compile, input noise, multirun."""
 
 from pathlib import Path
 
@@ -12,7 +12,13 @@ pytestmark = pytest.mark.slow  # each test trains in a subprocess
 
 
 @pytest.mark.parametrize(
-    "overrides", [["trainer.precision=bf16-mixed"], ["module.channels_last=false"], ["module.compile=true"]]
+    "overrides",
+    [
+        ["trainer.precision=bf16-mixed"],
+        ["module.channels_last=false"],
+        ["module.compile=true"],
+        ["model.input_noise=0.06", "trainer.precision=bf16-mixed"],
+    ],
 )
 def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
     run_dir = tmp_path / "run"
@@ -26,6 +32,7 @@ def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str
     )
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
     network, _ = load_transformer(run_dir / "checkpoints" / "last.ckpt")  # same keys whatever the variant
+    assert network.config.get("input_noise") == (0.06 if "model.input_noise=0.06" in overrides else None)
     assert network(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
     losses = [event.value for event in events(run_dir).Scalars("train/loss")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))

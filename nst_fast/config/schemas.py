@@ -39,6 +39,7 @@ class ModelSchema:
     separable: bool = False
     residual_output: bool = False
     upsample: str = "nearest"
+    input_noise: float = 0.0
 
 
 @dataclass

@@ -11,7 +11,7 @@ stored; every other node runs once. Each pass's halo (how far an output pixel se
 measured by perturbing its inputs.
 
 The cut works on any variant of the graph (float32, float16 inside, uint8 I/O, int8 QDQ): it finds the norms by
-op type. Needs ``onnx`` (export time only); the runner needs only onnxruntime and NumPy.
+op type. A network with ``model.input_noise`` reads its noise pattern at the region's own place (``offset_noise``). Needs ``onnx`` (export time only); the runner needs only onnxruntime and NumPy.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from onnx import helper, numpy_helper
 
 from nst_fast.conventions import (
     INPUT_NAME,
+    NOISE_PATTERN_NAME,
     OUTPUT_NAME,
     TILE_ALIGN,
     TILE_CROP_ENDS,
     TILE_CROP_STARTS,
+    TILE_NOISE_OFFSET,
     TILE_SQUARES,
     TILE_SUM,
     TILES_FORMAT,
@@ -176,6 +178,70 @@ def replace_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[dict]]:
     return staged, norms
 
 
+def _is_noise_pattern(name: str) -> bool:
+    """The initializer of the noise pattern, as the network's buffer (``noise_pattern``) or a wrapper's
+    (``network.noise_pattern`` in fp16 files)."""
+    return name == NOISE_PATTERN_NAME or name.endswith("." + NOISE_PATTERN_NAME)
+
+
+def _reads_noise_pattern(graph: onnx.GraphProto, name: str) -> bool:
+    """Whether tensor ``name`` is the noise pattern: the initializer itself, or what a Cast or DequantizeLinear
+    makes of it."""
+    producer = {output: node for node in graph.node for output in node.output}
+    for _ in range(3):
+        if _is_noise_pattern(name):
+            return True
+        node = producer.get(name)
+        if node is None or node.op_type not in ("Cast", "DequantizeLinear"):
+            return False
+        name = node.input[0]
+    return False
+
+
+def offset_noise(model: onnx.ModelProto) -> bool:
+    """Make the noise pattern of a ``model.input_noise`` network (``staged`` by ``replace_norms``, changed in
+    place) start where a tile does: its two Gathers (rows on axis 2, columns on axis 3) take indices ``(i + offset)
+    mod period`` instead of ``i mod period``, with ``offset`` the new input ``TILE_NOISE_OFFSET`` (row, column).
+    Returns whether the graph has the pattern."""
+    graph = model.graph
+    pattern = next((t for t in graph.initializer if _is_noise_pattern(t.name)), None)
+    if pattern is None:
+        return False
+    period = list(pattern.dims)[-2:]
+    gathers = [node for node in graph.node if node.op_type == "Gather"]
+    rows = [node for node in gathers if _reads_noise_pattern(graph, node.input[0])]
+    columns = [node for node in gathers if rows and node.input[0] == rows[0].output[0]]
+    axes = [next((a.i for a in node.attribute if a.name == "axis"), 0) for node in (*rows, *columns)]
+    if len(rows) != 1 or len(columns) != 1 or axes != [2, 3] or period[0] != period[1]:
+        raise ExportError(
+            f"cannot stage this graph for tiling: its noise pattern {NOISE_PATTERN_NAME!r} is not read by one Gather "
+            "on rows and one on columns; export with export.tiles=false"
+        )
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(period[0], dtype=np.int64), "tile_noise_period"),
+            numpy_helper.from_array(np.array(0, dtype=np.int64), "tile_noise_row"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), "tile_noise_column"),
+        ]
+    )
+    graph.input.append(helper.make_tensor_value_info(TILE_NOISE_OFFSET, onnx.TensorProto.INT64, [2]))
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for gather, axis in ((rows[0], "row"), (columns[0], "column")):
+            if node is gather:
+                indices, prefix = node.input[1], f"tile_noise_{axis}"
+                nodes += [
+                    helper.make_node("Gather", [TILE_NOISE_OFFSET, prefix], [f"{prefix}_start"]),
+                    helper.make_node("Add", [indices, f"{prefix}_start"], [f"{prefix}_shifted"]),
+                    helper.make_node("Mod", [f"{prefix}_shifted", "tile_noise_period"], [f"{prefix}_indices"]),
+                ]
+                node.input[1] = f"{prefix}_indices"
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
+
+
 @dataclass
 class Pass:
     """One pass: its nodes (indices into the staged graph), inputs, outputs, and the norm whose input it computes
@@ -311,6 +377,8 @@ def measure_halo(session, step: Pass, plan: dict, rng: np.random.Generator) -> i
             feeds[name] = value(channels, dtype=np.dtype(plan["stats_dtype"][name]))
         elif name == WEIGHTS_NAME:
             feeds[name] = np.full(plan["weights_shape"], 1.0 / (plan["weights_shape"][-1] + 1), dtype=np.float32)
+        elif name == TILE_NOISE_OFFSET:
+            feeds[name] = np.zeros(2, dtype=np.int64)
         else:
             feeds[name] = _random_tensor(info, side, rng)
     base = session.run(step.outputs, feeds)
@@ -362,8 +430,11 @@ def stage_model(model: onnx.ModelProto, halos: list[int] | None = None) -> tuple
     perturbation); ``None`` measures them here."""
     spatial = probe_spatial(model)
     staged, norms = replace_norms(model)
+    noise = offset_noise(staged)
     passes = plan_passes(staged.graph, norms, spatial)
     types = _tensor_types(model, norms, spatial)
+    if noise:
+        types[TILE_NOISE_OFFSET] = onnx.TensorProto.INT64
     blobs = [pass_model(model, staged, step, types) for step in passes]
     plan: dict = {
         "format": TILES_FORMAT,
@@ -378,7 +449,7 @@ def stage_model(model: onnx.ModelProto, halos: list[int] | None = None) -> tuple
         for name in (*step.inputs, *step.outputs):
             if name in spatial:
                 plan["tensors"][name] = vars(spatial[name])
-            elif name not in (WEIGHTS_NAME,) and not name.startswith("tile_norm"):
+            elif name not in (WEIGHTS_NAME, TILE_NOISE_OFFSET) and not name.startswith("tile_norm"):
                 raise ExportError(
                     f"cannot stage this graph for tiling: pass {len(plan['passes'])} needs {name!r}, which does not "
                     "follow the image's size"

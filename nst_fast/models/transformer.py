@@ -217,10 +217,11 @@ def architecture(
     separable: bool = False,
     residual_output: bool = False,
     upsample: str = "nearest",
-) -> dict[str, int | bool | str]:
+    input_noise: float = 0.0,
+) -> dict[str, int | bool | str | float]:
     """``TransformerNet.config`` without ``num_conditions``: the architecture as checkpoints record it. ``separable``,
-    ``residual_output`` and ``upsample`` appear only when they differ from the original network, so that
-    checkpoints of the default network read as before."""
+    ``residual_output``, ``upsample`` and ``input_noise`` appear only when they differ from the original network, so
+    that checkpoints of the default network read as before."""
     config: dict[str, int | bool | str] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
     if separable:
         config["separable"] = True
@@ -228,7 +229,15 @@ def architecture(
         config["residual_output"] = True
     if upsample != "nearest":
         config["upsample"] = upsample
+    if input_noise:
+        config["input_noise"] = float(input_noise)
     return config
+
+
+#: ``input_noise``: side of the fixed noise pattern (pixels; the pattern repeats with this period) and the seed it is
+#: drawn with (the pattern is also stored in checkpoints, as the buffer ``noise_pattern``).
+NOISE_PERIOD = 512
+NOISE_SEED = 1234
 
 
 #: ``residual_output``: the photo enters the output as ``logit(clamp(x, eps, 1 - eps))``; half a grey level of 8 bits,
@@ -269,6 +278,13 @@ class TransformerNet(nn.Module):
     training); since the ReLU after that norm is positively homogeneous, mixing it with a style at strength ``s``
     gives ``sigmoid(s d_style + (1 - s + s g_style) logit(x))``: the strength control fades the style in from the
     photo itself.
+
+    ``input_noise``: the standard deviation (in the input's [0, 1] units) of a fixed Gaussian noise pattern
+    (``noise_pattern [1, 3, NOISE_PERIOD, NOISE_PERIOD]``, repeated over the image) added to the padded input; 0 (the
+    default) adds none. The pattern gives the network a texture to paint strokes from in flat areas, where it
+    otherwise falls back on a periodic mesh (docs/quality.md, fifth block). In training it starts at a random place
+    for each batch; outside training at ``noise_offset`` (a buffer ``[2]``, row and column, 0 and 0): the same
+    picture for the same photo every time, and tiles (``nst_fast.export.tiles``) pass their own place.
     """
 
     def __init__(
@@ -279,6 +295,7 @@ class TransformerNet(nn.Module):
         separable: bool = False,
         residual_output: bool = False,
         upsample: str = "nearest",
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if base_channels < 1 or residual_blocks < 0 or num_conditions < 1:
@@ -286,7 +303,17 @@ class TransformerNet(nn.Module):
                 f"base_channels and num_conditions must be >= 1 and residual_blocks >= 0, got {base_channels}, "
                 f"{num_conditions} and {residual_blocks}"
             )
-        self.config = architecture(base_channels, residual_blocks, separable, residual_output, upsample)
+        if not 0.0 <= input_noise <= 1.0:
+            raise ConfigError(
+                f"model.input_noise={input_noise} is the noise's standard deviation in [0, 1] image units: use 0 "
+                "(none) up to 1 (0.06 is what docs/quality.md measured best)"
+            )
+        self.config = architecture(base_channels, residual_blocks, separable, residual_output, upsample, input_noise)
+        self.input_noise = float(input_noise)
+        if input_noise:
+            generator = torch.Generator().manual_seed(NOISE_SEED)
+            self.register_buffer("noise_pattern", torch.randn(1, 3, NOISE_PERIOD, NOISE_PERIOD, generator=generator))
+            self.register_buffer("noise_offset", torch.zeros(2, dtype=torch.long), persistent=False)
         self.residual_output = residual_output
         if num_conditions > 1:
             self.config["num_conditions"] = num_conditions
@@ -314,6 +341,19 @@ class TransformerNet(nn.Module):
         photo (gain 1 for every condition), and load so."""
         if f"{prefix}photo_gain" not in state_dict and f"{prefix}decoder.2.weight" in state_dict:
             state_dict[f"{prefix}photo_gain"] = torch.ones(self.num_conditions)
+
+    def _noise(self, height: int, width: int) -> Tensor:
+        """``noise_pattern`` over ``[1, 3, height, width]``, repeated, from a random place in training and from
+        ``noise_offset`` otherwise (gathered by index, so exports keep ``height`` and ``width`` dynamic)."""
+        pattern = self.noise_pattern
+        period = pattern.shape[-1]
+        if self.training:
+            offset = torch.randint(0, period, (2,), device=pattern.device)
+        else:
+            offset = self.noise_offset
+        rows = (torch.arange(height, device=pattern.device) + offset[0]) % period
+        columns = (torch.arange(width, device=pattern.device) + offset[1]) % period
+        return pattern.index_select(2, rows).index_select(3, columns)
 
     @property
     def output_norm(self) -> nn.Module:
@@ -343,11 +383,14 @@ class TransformerNet(nn.Module):
                 )
         pad_bottom = (SIZE_MULTIPLE - height % SIZE_MULTIPLE) % SIZE_MULTIPLE
         pad_right = (SIZE_MULTIPLE - width % SIZE_MULTIPLE) % SIZE_MULTIPLE
+        photo = x
         x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
+        if self.input_noise:
+            x = x + (self.input_noise * self._noise(x.shape[-2], x.shape[-1])).to(x.dtype)
         y = self.decoder(self.residuals(self.encoder(x, condition), condition), condition)[:, :, :height, :width]
         if self.residual_output:
             gain = self.photo_gain if condition is None else (condition.float() * self.photo_gain).sum(dim=1)
-            y = y + gain.to(y.dtype)[:, None, None, None] * logit(x[:, :, :height, :width])
+            y = y + gain.to(y.dtype)[:, None, None, None] * logit(photo)
         return torch.sigmoid(y)
 
 

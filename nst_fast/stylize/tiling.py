@@ -30,6 +30,7 @@ from nst_fast.conventions import (
     OUTPUT_NAME,
     TILE_CROP_ENDS,
     TILE_CROP_STARTS,
+    TILE_NOISE_OFFSET,
     TILE_SQUARES,
     TILE_SUM,
     TILES_FORMAT,
@@ -259,6 +260,8 @@ class _Run:
                     feeds[name] = np.ascontiguousarray(tile)
                 else:
                     feeds[name] = (tile.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
+            elif name == TILE_NOISE_OFFSET:
+                feeds[name] = np.array([y0, x0], dtype=np.int64)
             elif name == WEIGHTS_NAME:
                 if self.weights is None:
                     raise StylizeError("this model blends styles: pass style weights")

@@ -338,3 +338,66 @@ def test_bilinear_upsampling_is_recorded_and_keeps_the_size() -> None:
     rebuilt.load_state_dict(network.state_dict())  # the recorded config rebuilds the same parameters
     with pytest.raises(Exception, match="model.upsample='cubic' is unknown"):
         TransformerNet(8, 1, upsample="cubic")
+
+
+def _tiled_pattern(pattern: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The pattern repeated with NumPy over ``[top, top + height) x [left, left + width)`` (an independent tiling)."""
+    import numpy as np
+
+    period = pattern.shape[-1]
+    reps = (1, 1, (top + height) // period + 1, (left + width) // period + 1)
+    return torch.from_numpy(np.tile(pattern.numpy(), reps)[:, :, top : top + height, left : left + width])
+
+
+def test_input_noise_adds_the_recorded_pattern_repeated_over_the_image() -> None:
+    from nst_fast.models.transformer import NOISE_PERIOD
+
+    torch.manual_seed(0)
+    noisy = TransformerNet(8, 1, input_noise=0.1).eval()
+    assert noisy.config == {"base_channels": 8, "residual_blocks": 1, "input_noise": 0.1}
+    pattern = noisy.state_dict()["noise_pattern"]  # stored in checkpoints: the same pattern whatever torch draws
+    assert pattern.shape == (1, 3, NOISE_PERIOD, NOISE_PERIOD)
+    assert abs(pattern.mean().item()) < 0.01 and abs(pattern.std().item() - 1.0) < 0.01
+    assert torch.equal(TransformerNet(8, 1, input_noise=0.3).noise_pattern, pattern), "one fixed pattern"
+    plain = TransformerNet(8, 1).eval()
+    assert plain.load_state_dict(noisy.state_dict(), strict=False).unexpected_keys == ["noise_pattern"]
+    x = torch.rand(1, 3, 600, 532)  # taller and wider than the period, a multiple of 4 (no padding)
+    with torch.no_grad():
+        assert torch.allclose(noisy(x), plain(x + 0.1 * _tiled_pattern(pattern, 0, 0, 600, 532)), atol=1e-6)
+        noisy.noise_offset.copy_(torch.tensor([300, 470]))  # where a tile starts
+        want = plain(x + 0.1 * _tiled_pattern(pattern, 300, 470, 600, 532))
+        assert torch.allclose(noisy(x), want, atol=1e-6)
+    assert "input_noise" not in plain.config and not hasattr(plain, "noise_pattern")
+
+
+def test_input_noise_starts_at_a_random_place_in_training() -> None:
+    network = TransformerNet(8, 1, input_noise=0.06).train()
+    period = network.noise_pattern.shape[-1]
+    torch.manual_seed(3)
+    first, second = network._noise(40, 36), network._noise(40, 36)
+    assert not torch.equal(first, second)
+    for noise in (first, second):  # each is a window of the repeated pattern
+        top, left = torch.nonzero(network.noise_pattern[0, 0] == noise[0, 0, 0, 0])[0].tolist()
+        assert torch.equal(noise, _tiled_pattern(network.noise_pattern, top, left, 40, 36)), (top, left, period)
+
+
+def test_input_noise_leaves_the_exact_identity_the_photo() -> None:
+    from nst_fast.models.transformer import LOGIT_EPS
+
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, num_conditions=2, residual_output=True, input_noise=0.5).eval()
+    with torch.no_grad():
+        network.output_norm.weight[1].zero_()
+        network.output_norm.bias[1].zero_()
+        network.photo_gain.copy_(torch.tensor([0.0, 1.0]))
+        x = torch.rand(1, 3, 21, 30)
+        y = network(x, torch.tensor([[0.0, 1.0]]))
+    assert torch.allclose(y, x.clamp(LOGIT_EPS, 1 - LOGIT_EPS), atol=1e-6), (
+        "the noise reaches the network, not the photo"
+    )
+
+
+@pytest.mark.parametrize("sigma", [-0.01, 1.5])
+def test_input_noise_out_of_range_is_refused(sigma: float) -> None:
+    with pytest.raises(Exception, match=f"model.input_noise={sigma} is the noise's standard deviation"):
+        TransformerNet(8, 1, input_noise=sigma)
