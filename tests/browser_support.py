@@ -23,9 +23,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REQUIRE_BROWSER = ("CI", "NST_FAST_REQUIRE_BROWSER")
 #: Seconds to wait for the page to show an answer (the machine may be busy with other work).
 WAIT = 30
-#: Seconds a WebDriver command may take before it fails (Selenium waits forever by default, so a browser that stops
-#: answering would hang the test run).
-COMMAND_TIMEOUT = 120
 
 
 def browser_required() -> bool:
@@ -92,7 +89,6 @@ def start_chromium(profile: Path, gpu: tuple[str, ...] = ("--disable-gpu",)):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_script_timeout(WAIT)
-    driver.command_executor.client_config.timeout = COMMAND_TIMEOUT
     return driver
 
 

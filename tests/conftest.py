@@ -75,7 +75,9 @@ def _exported_once(tmp_path_factory, name: str, network, styles, identity: bool 
         return {"network": network, **_exported(tmp_path_factory.mktemp(name), network, styles, identity)}
     shared = tmp_path_factory.getbasetemp().parent / f"exported-{name}"
     index = shared / "files.json"
-    with FileLock(f"{shared}.lock", timeout=600):  # an export that hangs fails the waiting workers too
+    with FileLock(
+        f"{shared}.lock", timeout=480
+    ):  # an export that hangs fails the waiting workers too (before pytest-timeout)
         if not index.is_file():
             files = _exported(shared, network, styles, identity)
             index.write_text(json.dumps({kind: str(path) for kind, path in files.items()}))

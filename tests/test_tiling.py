@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from image_factory import pattern
 from PIL import Image
 
-from nst_fast.conventions import TILES_SUFFIX, tiles_name
+from nst_fast.conventions import TILE_NOISE_OFFSET, TILES_SUFFIX, tiles_name
 from nst_fast.errors import StylizeError
 from nst_fast.images import to_uint8
 from nst_fast.serve.app import create_app
@@ -112,6 +112,31 @@ def test_input_noise_tiles_with_the_pattern_where_each_tile_lies(noise_models, k
     rgb = pattern(610, 537, seed=8)
     want = whole(model, rgb)
     assert level_diff(model.staged()(rgb, None, Tiling("on", 200)), want) <= 1
+    real_feeds = _Run.feeds
+
+    def pattern_at_each_tiles_corner(run, inputs, region):
+        feeds = real_feeds(run, inputs, region)
+        if TILE_NOISE_OFFSET in feeds:
+            feeds[TILE_NOISE_OFFSET] = np.zeros(2, dtype=np.int64)
+        return feeds
+
+    with pytest.MonkeyPatch.context() as patch:  # the control: tiles that all read the pattern from its corner
+        patch.setattr(_Run, "feeds", pattern_at_each_tiles_corner)
+        assert level_diff(model.staged()(rgb, None, Tiling("on", 200)), want) > 1
+
+
+@pytest.mark.slow  # the noise network's export
+def test_a_noise_network_whose_pattern_is_not_found_is_not_staged(noise_models) -> None:
+    from nst_fast.export.results import ExportError
+    from nst_fast.export.tiles import stage_model
+
+    model = onnx.load(str(noise_models["onnx"]))
+    pattern = next(t for t in model.graph.initializer if t.name == "noise_pattern")
+    for node in model.graph.node:
+        node.input[:] = ["renamed" if name == "noise_pattern" else name for name in node.input]
+    pattern.name = "renamed"
+    with pytest.raises(ExportError, match="adds input noise .* no initializer is named 'noise_pattern'"):
+        stage_model(model)
 
 
 def test_preserve_color_tiles(models) -> None:

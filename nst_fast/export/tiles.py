@@ -28,6 +28,7 @@ from onnx import helper, numpy_helper
 
 from nst_fast.conventions import (
     INPUT_NAME,
+    META_TRANSFORMER,
     NOISE_PATTERN_NAME,
     OUTPUT_NAME,
     TILE_ALIGN,
@@ -206,6 +207,12 @@ def offset_noise(model: onnx.ModelProto) -> bool:
     graph = model.graph
     pattern = next((t for t in graph.initializer if _is_noise_pattern(t.name)), None)
     if pattern is None:
+        meta = {prop.key: prop.value for prop in model.metadata_props}
+        if json.loads(meta.get(META_TRANSFORMER, "{}")).get("input_noise"):
+            raise ExportError(
+                f"cannot stage this graph for tiling: its network adds input noise (model.input_noise) but no "
+                f"initializer is named {NOISE_PATTERN_NAME!r}; export with export.tiles=false"
+            )
         return False
     period = list(pattern.dims)[-2:]
     gathers = [node for node in graph.node if node.op_type == "Gather"]

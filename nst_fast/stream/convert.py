@@ -174,14 +174,47 @@ def _optimize(
     endpoint_url: str | None,
     append: bool,
 ) -> None:
-    """litdata's ``optimize`` over ``inputs``, appended to the set when it already has photos.
+    """litdata's ``optimize`` over ``inputs``, appended to the set when it already has photos, run in a helper
+    process started for this call; its exception, if any, is raised here.
 
-    Its worker processes come from a fork server (a single-threaded process with this module imported), not from
-    a fork of the caller: a fork copies the locks that other threads of the caller (an S3 client's, a server's,
-    logging's) hold at that moment, and a worker that needs one waits forever. litdata sets the process-wide start
-    method; the caller's is put back afterwards."""
-    start_method = multiprocessing.get_start_method(allow_none=True)
-    multiprocessing.set_forkserver_preload(["nst_fast.stream.convert"])
+    litdata forks its workers. A fork copies the locks that the forking process's other threads hold at that
+    instant (an S3 client's, a server's, logging's: a caller may have any of them), and a worker that needs one
+    waits forever. The helper is a fresh interpreter (spawned: the caller's environment and standard streams as
+    they are now) whose only threads are litdata's own, as when ``nst-convert-photos`` runs; litdata's changes to
+    the process-wide start method stay in it. A script that calls ``convert`` needs the usual ``if __name__ ==
+    "__main__":`` guard, since the helper imports the script's main module."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    helper = context.Process(
+        target=_optimize_in_helper,
+        args=(sender, encoder, inputs, dest, settings, endpoint_url, append),
+        name="nst-convert-optimize",
+    )
+    helper.start()
+    sender.close()
+    try:
+        error = receiver.recv()
+    except EOFError:
+        helper.join()
+        error = NstFastError(f"the conversion process stopped without an answer (exit code {helper.exitcode})")
+    finally:
+        receiver.close()
+    helper.join()
+    if error is not None:
+        raise error
+
+
+def _optimize_in_helper(
+    sender: Any,
+    encoder: PhotoEncoder,
+    inputs: list[str],
+    dest: str,
+    settings: dict[str, Any],
+    endpoint_url: str | None,
+    append: bool,
+) -> None:
+    """``_optimize``'s helper process: litdata's ``optimize`` with forked workers; sends ``None`` or the error."""
+    error: BaseException | None = None
     try:
         storage.require("litdata").optimize(
             fn=encoder,
@@ -192,10 +225,16 @@ def _optimize(
             mode="append" if append else None,
             reorder_files=False,
             storage_options=storage.storage_options(endpoint_url),
-            start_method="forkserver",
+            start_method="fork",
         )
+    except BaseException as caught:  # KeyboardInterrupt too: the caller decides
+        error = caught
+    try:
+        sender.send(error)
+    except Exception:  # an exception that does not pickle: its text
+        sender.send(NstFastError(f"{type(error).__name__}: {error}"))
     finally:
-        multiprocessing.set_start_method(start_method, force=True)
+        sender.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

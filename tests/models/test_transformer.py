@@ -361,11 +361,13 @@ def test_input_noise_adds_the_recorded_pattern_repeated_over_the_image() -> None
     assert torch.equal(TransformerNet(8, 1, input_noise=0.3).noise_pattern, pattern), "one fixed pattern"
     plain = TransformerNet(8, 1).eval()
     assert plain.load_state_dict(noisy.state_dict(), strict=False).unexpected_keys == ["noise_pattern"]
-    x = torch.rand(1, 3, 600, 532)  # taller and wider than the period, a multiple of 4 (no padding)
+    x = torch.rand(1, 3, 601, 533)  # taller and wider than the period; padded to 604 x 536, the noise after that
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 3), mode="reflect")
     with torch.no_grad():
-        assert torch.allclose(noisy(x), plain(x + 0.1 * _tiled_pattern(pattern, 0, 0, 600, 532)), atol=1e-6)
+        want = plain(padded + 0.1 * _tiled_pattern(pattern, 0, 0, 604, 536))[:, :, :601, :533]
+        assert torch.allclose(noisy(x), want, atol=1e-6)
         noisy.noise_offset.copy_(torch.tensor([300, 470]))  # where a tile starts
-        want = plain(x + 0.1 * _tiled_pattern(pattern, 300, 470, 600, 532))
+        want = plain(padded + 0.1 * _tiled_pattern(pattern, 300, 470, 604, 536))[:, :, :601, :533]
         assert torch.allclose(noisy(x), want, atol=1e-6)
     assert "input_noise" not in plain.config and not hasattr(plain, "noise_pattern")
 
@@ -401,3 +403,12 @@ def test_input_noise_leaves_the_exact_identity_the_photo() -> None:
 def test_input_noise_out_of_range_is_refused(sigma: float) -> None:
     with pytest.raises(Exception, match=f"model.input_noise={sigma} is the noise's standard deviation"):
         TransformerNet(8, 1, input_noise=sigma)
+
+
+def test_added_conditions_keep_the_noise_pattern() -> None:
+    network = TransformerNet(8, 1, num_conditions=2, input_noise=0.06)
+    with torch.no_grad():
+        network.noise_pattern.mul_(2.0)  # as a checkpoint's pattern would be loaded
+    extended = add_conditions(network, 1, 1)
+    assert extended.config["input_noise"] == 0.06 and extended.num_conditions == 3
+    assert torch.equal(extended.noise_pattern, network.noise_pattern)

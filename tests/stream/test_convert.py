@@ -54,29 +54,34 @@ def test_convert_a_folder_skipping_bad_files(tmp_path: Path, capfd) -> None:
     assert photos["rotated.jpg"].size == (40, 53), "EXIF orientation applied before scaling (60x80 upright)"
 
 
-class ParentRecorder(PhotoEncoder):
-    """Names each sample after the process that started the worker converting it."""
+class WorkerRecorder(PhotoEncoder):
+    """Names each sample after the process that started its worker and the worker's ``NST_TEST_MARK``."""
 
     def __call__(self, path: str):
         import os
 
         for sample in super().__call__(path):
-            yield {**sample, "name": f"{os.getppid()}-{sample['name']}"}
+            yield {**sample, "name": f"{os.getppid()}-{os.environ.get('NST_TEST_MARK')}-{sample['name']}"}
 
 
-def test_workers_are_not_forks_of_the_caller_and_the_start_method_stays(tmp_path: Path, monkeypatch) -> None:
-    """A fork would copy the locks the caller's other threads hold (the loopback S3 server's, an S3 client's) and
-    hang a worker that needs one: the workers come from a fork server, and the caller's start method is kept."""
+@pytest.mark.slow  # two conversions, each in its own process
+def test_workers_are_not_forks_of_the_caller_and_see_its_environment_as_it_is(tmp_path: Path, monkeypatch) -> None:
+    """A fork of the caller would copy the locks its other threads hold (the loopback S3 server's, an S3 client's)
+    and hang a worker that needs one; a worker must still see the caller's environment as it is at each call
+    (credentials, AWS_ENDPOINT_URL), and the caller's start method is left alone."""
     import multiprocessing
     import os
 
     write_photos(tmp_path / "photos", 4)
-    monkeypatch.setattr(convert_module, "PhotoEncoder", ParentRecorder)
+    monkeypatch.setattr(convert_module, "PhotoEncoder", WorkerRecorder)
     start_method = multiprocessing.get_start_method(allow_none=True)
-    assert convert(tmp_path / "photos", str(tmp_path / "set"), workers=2)["photos"] == 4
+    for mark in ("first", "second"):
+        monkeypatch.setenv("NST_TEST_MARK", mark)
+        assert convert(tmp_path / "photos", str(tmp_path / mark), workers=2)["photos"] == 4
+        parents, marks = zip(*(name.split("-")[:2] for name in stored(tmp_path / mark)), strict=True)
+        assert str(os.getpid()) not in parents, parents
+        assert set(marks) == {mark}
     assert multiprocessing.get_start_method(allow_none=True) == start_method
-    parents = {name.split("-")[0] for name in stored(tmp_path / "set")}
-    assert len(parents) == 1 and parents != {str(os.getpid())}, parents
 
 
 @pytest.mark.slow
