@@ -181,6 +181,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         log.info("rank %d of %d training on %s", self.global_rank, self.trainer.world_size, self.device)
+        self.transformer.noise_stream = self.global_rank  # model.input_noise: each rank its own places
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._report_skipped(batch.get("skipped", []))

@@ -238,6 +238,8 @@ def architecture(
 #: drawn with (the pattern is also stored in checkpoints, as the buffer ``noise_pattern``).
 NOISE_PERIOD = 512
 NOISE_SEED = 1234
+#: Per data-parallel rank, how far (rows, columns) its random places are shifted: odd, so ranks 0-511 all differ.
+NOISE_STREAM_SHIFT = (131, 337)
 
 
 #: ``residual_output``: the photo enters the output as ``logit(clamp(x, eps, 1 - eps))``; half a grey level of 8 bits,
@@ -310,6 +312,9 @@ class TransformerNet(nn.Module):
             )
         self.config = architecture(base_channels, residual_blocks, separable, residual_output, upsample, input_noise)
         self.input_noise = float(input_noise)
+        #: Which copy of the network this is among data-parallel ranks (set by the training module): ranks seeded
+        #: alike draw the same random places, so each shifts them by its own amount (``NOISE_STREAM_SHIFT``).
+        self.noise_stream = 0
         if input_noise:
             generator = torch.Generator().manual_seed(NOISE_SEED)
             self.register_buffer("noise_pattern", torch.randn(1, 3, NOISE_PERIOD, NOISE_PERIOD, generator=generator))
@@ -348,7 +353,8 @@ class TransformerNet(nn.Module):
         pattern = self.noise_pattern
         period = pattern.shape[-1]
         if self.training:
-            offset = torch.randint(0, period, (2,), device=pattern.device)
+            shift = [self.noise_stream * step for step in NOISE_STREAM_SHIFT]
+            offset = torch.randint(0, period, (2,), device=pattern.device) + torch.tensor(shift, device=pattern.device)
         else:
             offset = self.noise_offset
         rows = (torch.arange(height, device=pattern.device) + offset[0]) % period

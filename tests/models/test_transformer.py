@@ -399,6 +399,21 @@ def test_input_noise_leaves_the_exact_identity_the_photo() -> None:
     )
 
 
+def test_each_data_parallel_rank_reads_the_pattern_at_its_own_places() -> None:
+    from nst_fast.models.transformer import NOISE_STREAM_SHIFT
+
+    network = TransformerNet(8, 1, input_noise=0.06).train()
+    windows = []
+    for rank in (0, 1):
+        network.noise_stream = rank
+        torch.manual_seed(5)  # ranks are seeded alike
+        windows.append(network._noise(24, 20))
+    big = _tiled_pattern(network.noise_pattern, 0, 0, 1100, 1100)
+    top, left = torch.nonzero(network.noise_pattern[0, 0] == windows[0][0, 0, 0, 0])[0].tolist()
+    row, column = top + NOISE_STREAM_SHIFT[0], left + NOISE_STREAM_SHIFT[1]
+    assert torch.equal(windows[1], big[:, :, row : row + 24, column : column + 20])
+
+
 @pytest.mark.parametrize("sigma", [-0.01, 1.5])
 def test_input_noise_out_of_range_is_refused(sigma: float) -> None:
     with pytest.raises(Exception, match=f"model.input_noise={sigma} is the noise's standard deviation"):
