@@ -183,13 +183,20 @@ def _optimize(
     they are now) whose only threads are litdata's own, as when ``nst-convert-photos`` runs; litdata's changes to
     the process-wide start method stay in it. A script that calls ``convert`` needs the usual ``if __name__ ==
     "__main__":`` guard, since the helper imports the script's main module."""
+    options = {
+        "fn": encoder,
+        "inputs": inputs,
+        "output_dir": dest,
+        "chunk_bytes": settings["chunk_bytes"],
+        "num_workers": min(settings["workers"], len(inputs)),
+        "mode": "append" if append else None,
+        "reorder_files": False,
+        "storage_options": storage.storage_options(endpoint_url),
+        "start_method": "fork",
+    }
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    helper = context.Process(
-        target=_optimize_in_helper,
-        args=(sender, encoder, inputs, dest, settings, endpoint_url, append),
-        name="nst-convert-optimize",
-    )
+    helper = context.Process(target=_optimize_in_helper, args=(sender, options), name="nst-convert-optimize")
     helper.start()
     sender.close()
     try:
@@ -204,29 +211,12 @@ def _optimize(
         raise error
 
 
-def _optimize_in_helper(
-    sender: Any,
-    encoder: PhotoEncoder,
-    inputs: list[str],
-    dest: str,
-    settings: dict[str, Any],
-    endpoint_url: str | None,
-    append: bool,
-) -> None:
-    """``_optimize``'s helper process: litdata's ``optimize`` with forked workers; sends ``None`` or the error."""
+def _optimize_in_helper(sender: Any, options: dict[str, Any]) -> None:
+    """``_optimize``'s helper process: litdata's ``optimize(**options)``; sends ``None`` or the error."""
     error: BaseException | None = None
     try:
-        storage.require("litdata").optimize(
-            fn=encoder,
-            inputs=inputs,
-            output_dir=dest,
-            chunk_bytes=settings["chunk_bytes"],
-            num_workers=min(settings["workers"], len(inputs)),
-            mode="append" if append else None,
-            reorder_files=False,
-            storage_options=storage.storage_options(endpoint_url),
-            start_method="fork",
-        )
+        storage.allow_plain_http_endpoints()
+        storage.require("litdata").optimize(**options)
     except BaseException as caught:  # KeyboardInterrupt too: the caller decides
         error = caught
     try:

@@ -84,6 +84,16 @@ def test_workers_are_not_forks_of_the_caller_and_see_its_environment_as_it_is(tm
     assert multiprocessing.get_start_method(allow_none=True) == start_method
 
 
+@pytest.mark.slow  # a conversion process
+def test_an_error_in_the_conversion_process_is_raised_in_the_caller(tmp_path: Path) -> None:
+    write_photos(tmp_path / "photos", 1)
+    encoder = PhotoEncoder(str(tmp_path / "photos"), size=40, quality=90, max_pixels=10**8)
+    inputs = [str(path) for path in (tmp_path / "photos").rglob("*.jpg")]
+    settings = {"chunk_bytes": "a lot", "workers": 1}  # litdata's workers fail on it
+    with pytest.raises(RuntimeError, match="a lot"):
+        convert_module._optimize(encoder, inputs, str(tmp_path / "set"), settings, None, append=False)
+
+
 @pytest.mark.slow
 def test_convert_refuses_other_files_or_a_finished_set_unless_overwrite(tmp_path: Path) -> None:
     write_photos(tmp_path / "photos", 3)
