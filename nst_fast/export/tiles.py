@@ -11,7 +11,8 @@ stored; every other node runs once. Each pass's halo (how far an output pixel se
 measured by perturbing its inputs.
 
 The cut works on any variant of the graph (float32, float16 inside, uint8 I/O, int8 QDQ): it finds the norms by
-op type. A network with ``model.input_noise`` reads its noise pattern at the region's own place (``offset_noise``). Needs ``onnx`` (export time only); the runner needs only onnxruntime and NumPy.
+op type. A network with ``model.input_noise`` reads its noise pattern at the region's own place
+(``offset_noise``). Needs ``onnx`` (export time only); the runner needs only onnxruntime and NumPy.
 """
 
 from __future__ import annotations

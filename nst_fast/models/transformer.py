@@ -222,7 +222,7 @@ def architecture(
     """``TransformerNet.config`` without ``num_conditions``: the architecture as checkpoints record it. ``separable``,
     ``residual_output``, ``upsample`` and ``input_noise`` appear only when they differ from the original network, so
     that checkpoints of the default network read as before."""
-    config: dict[str, int | bool | str] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
+    config: dict[str, int | bool | str | float] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
     if separable:
         config["separable"] = True
     if residual_output:
