@@ -94,6 +94,7 @@ def _model_config(cfg: DictConfig) -> dict[str, int | bool | str | float]:
         cfg.model.get("residual_output", False),
         cfg.model.get("upsample", "nearest"),
         cfg.model.get("input_noise", 0.0),
+        cfg.model.get("feature_noise", False),
     )
 
 

@@ -72,20 +72,22 @@ def save_checkpoint(path: Path, network, identity: bool) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
-    """``trio.onnx`` (the default network, with ``model.input_noise``: its pattern is gathered with int64 indices)
-    and ``trio-light.onnx`` (light network, same styles, no noise), exported with ``web=True`` into one folder,
-    whose ``web/`` site then holds both."""
-    pytest.importorskip("torch")
+    """``trio.onnx`` (the default network, with ``model.input_noise`` and ``model.feature_noise``: its pattern is
+    gathered with int64 indices) and ``trio-light.onnx`` (light network, same styles, no noise), exported with
+    ``web=True`` into one folder, whose ``web/`` site then holds both."""
+    torch = pytest.importorskip("torch")
     from helpers import small_network
 
     from nst_fast.export import export_checkpoint
     from nst_fast.models import TransformerNet
 
     root = tmp_path_factory.mktemp("browser_mode")
-    trio = TransformerNet(8, 1, num_conditions=4, input_noise=0.1)
-    assert trio.load_state_dict(small_network(3, num_conditions=4).state_dict(), strict=False).missing_keys == [
-        "noise_pattern"
-    ]
+    trio = TransformerNet(8, 1, num_conditions=4, input_noise=0.1, feature_noise=True)
+    loaded = trio.load_state_dict(small_network(3, num_conditions=4).state_dict(), strict=False)
+    assert sorted(loaded.missing_keys) == ["noise_pattern", "noise_scale_full", "noise_scale_half"]
+    with torch.no_grad():
+        trio.noise_scale_half.uniform_(-1, 1)
+        trio.noise_scale_full.uniform_(-1, 1)
     networks = {"trio": trio.eval(), "trio-light": small_network(4, num_conditions=4, separable=True)}
     for name, network in networks.items():
         ckpt = save_checkpoint(root / name / "last.ckpt", network, identity=True)

@@ -91,23 +91,26 @@ def test_residual_output_tiles_and_its_identity_is_the_photo(residual_models, we
 
 @pytest.fixture(scope="module")
 def noise_models(tmp_path_factory) -> dict:
-    """A network with ``model.input_noise`` (its own random weights), exported."""
+    """A network with ``model.input_noise`` and ``model.feature_noise`` (random weights and noise scales), exported."""
     import torch
     from conftest import STYLE, _exported
     from helpers import small_network
 
     from nst_fast.models.transformer import TransformerNet
 
-    network = TransformerNet(8, 1, input_noise=0.2)
+    network = TransformerNet(8, 1, input_noise=0.2, feature_noise=True)
     network.load_state_dict(small_network(5).state_dict(), strict=False)
-    assert torch.equal(network.noise_pattern, TransformerNet(8, 1, input_noise=0.2).noise_pattern)
+    with torch.no_grad():
+        network.noise_scale_half.uniform_(-1, 1)
+        network.noise_scale_full.uniform_(-1, 1)
     return _exported(tmp_path_factory.mktemp("noise"), network.eval(), STYLE)
 
 
 @pytest.mark.slow  # an export of its own
 @pytest.mark.parametrize("kind", ["onnx", "uint8"])
 def test_input_noise_tiles_with_the_pattern_where_each_tile_lies(noise_models, kind) -> None:
-    """Each tile adds the noise pattern the whole image has at its place, across the pattern's period (512 px)."""
+    """Each tile adds the noise pattern the whole image has at its place (to the input, and to the features at half
+    and full resolution), across the pattern's period (512 px)."""
     model = OnnxModel(noise_models[kind])
     rgb = pattern(610, 537, seed=8)
     want = whole(model, rgb)
@@ -135,7 +138,7 @@ def test_a_noise_network_whose_pattern_is_not_found_is_not_staged(noise_models) 
     for node in model.graph.node:
         node.input[:] = ["renamed" if name == "noise_pattern" else name for name in node.input]
     pattern.name = "renamed"
-    with pytest.raises(ExportError, match="adds input noise .* no initializer is named 'noise_pattern'"):
+    with pytest.raises(ExportError, match="adds noise .* no initializer is named 'noise_pattern'"):
         stage_model(model)
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # each test trains in a subprocess
         ["trainer.precision=bf16-mixed"],
         ["module.channels_last=false"],
         ["module.compile=true"],
-        ["model.input_noise=0.06", "trainer.precision=bf16-mixed"],
+        ["model.input_noise=0.06", "model.feature_noise=true", "trainer.precision=bf16-mixed"],
     ],
 )
 def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str]) -> None:
@@ -33,6 +33,7 @@ def test_precision_and_layout_variants_train(tmp_path: Path, overrides: list[str
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
     network, _ = load_transformer(run_dir / "checkpoints" / "last.ckpt")  # same keys whatever the variant
     assert network.config.get("input_noise") == (0.06 if "model.input_noise=0.06" in overrides else None)
+    assert network.config.get("feature_noise") == ("model.feature_noise=true" in overrides or None)
     assert network(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
     losses = [event.value for event in events(run_dir).Scalars("train/loss")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))

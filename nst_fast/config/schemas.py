@@ -40,6 +40,7 @@ class ModelSchema:
     residual_output: bool = False
     upsample: str = "nearest"
     input_noise: float = 0.0
+    feature_noise: bool = False
 
 
 @dataclass

@@ -200,31 +200,43 @@ def _reads_noise_pattern(graph: onnx.GraphProto, name: str) -> bool:
     return False
 
 
-def offset_noise(model: onnx.ModelProto) -> bool:
-    """Make the noise pattern of a ``model.input_noise`` network (``staged`` by ``replace_norms``, changed in
-    place) start where a tile does: its two Gathers (rows on axis 2, columns on axis 3) take indices ``(i + offset)
-    mod period`` instead of ``i mod period``, with ``offset`` the new input ``TILE_NOISE_OFFSET`` (row, column).
-    Returns whether the graph has the pattern."""
+def offset_noise(model: onnx.ModelProto, spatial: dict[str, Spatial]) -> bool:
+    """Make the noise pattern of a ``model.input_noise`` or ``model.feature_noise`` network (``staged`` by
+    ``replace_norms``, changed in place) start where a tile does. Each read of the pattern is a pair of Gathers
+    (rows on axis 2, then columns on axis 3) with indices ``i mod period``; they take ``(i + offset / stride) mod
+    period`` instead, ``offset`` being the new input ``TILE_NOISE_OFFSET`` (row, column; a multiple of
+    ``TILE_ALIGN``) and ``stride`` the read tensor's pixel in image pixels (1 for the input, 2 at half resolution,
+    found in ``spatial``). Returns whether the graph has the pattern."""
     graph = model.graph
     pattern = next((t for t in graph.initializer if _is_noise_pattern(t.name)), None)
     if pattern is None:
         meta = {prop.key: prop.value for prop in model.metadata_props}
-        if json.loads(meta.get(META_TRANSFORMER, "{}")).get("input_noise"):
+        architecture = json.loads(meta.get(META_TRANSFORMER, "{}"))
+        if architecture.get("input_noise") or architecture.get("feature_noise"):
             raise ExportError(
-                f"cannot stage this graph for tiling: its network adds input noise (model.input_noise) but no "
-                f"initializer is named {NOISE_PATTERN_NAME!r}; export with export.tiles=false"
+                f"cannot stage this graph for tiling: its network adds noise (model.input_noise or "
+                f"model.feature_noise) but no initializer is named {NOISE_PATTERN_NAME!r}; export with "
+                "export.tiles=false"
             )
         return False
     period = list(pattern.dims)[-2:]
+
+    def axis(node: onnx.NodeProto) -> int:
+        return next((a.i for a in node.attribute if a.name == "axis"), 0)
+
     gathers = [node for node in graph.node if node.op_type == "Gather"]
-    rows = [node for node in gathers if _reads_noise_pattern(graph, node.input[0])]
-    columns = [node for node in gathers if rows and node.input[0] == rows[0].output[0]]
-    axes = [next((a.i for a in node.attribute if a.name == "axis"), 0) for node in (*rows, *columns)]
-    if len(rows) != 1 or len(columns) != 1 or axes != [2, 3] or period[0] != period[1]:
-        raise ExportError(
-            f"cannot stage this graph for tiling: its noise pattern {NOISE_PATTERN_NAME!r} is not read by one Gather "
-            "on rows and one on columns; export with export.tiles=false"
-        )
+    reads = []
+    for rows in (node for node in gathers if _reads_noise_pattern(graph, node.input[0])):
+        columns = [node for node in gathers if node.input[0] == rows.output[0]]
+        info = spatial.get(columns[0].output[0]) if len(columns) == 1 else None
+        if info is None or axis(rows) != 2 or axis(columns[0]) != 3 or period[0] != period[1]:
+            raise ExportError(
+                f"cannot stage this graph for tiling: its noise pattern {NOISE_PATTERN_NAME!r} is not read by a "
+                "Gather on rows and one on columns over the image's grid; export with export.tiles=false"
+            )
+        reads.append((rows, columns[0], round(1 / info.scale)))
+    if not reads:
+        raise ExportError(f"cannot stage this graph for tiling: nothing reads its noise pattern {NOISE_PATTERN_NAME!r}")
     graph.initializer.extend(
         [
             numpy_helper.from_array(np.array(period[0], dtype=np.int64), "tile_noise_period"),
@@ -232,18 +244,31 @@ def offset_noise(model: onnx.ModelProto) -> bool:
             numpy_helper.from_array(np.array(1, dtype=np.int64), "tile_noise_column"),
         ]
     )
+    for stride in sorted({stride for *_, stride in reads if stride > 1}):
+        graph.initializer.append(
+            numpy_helper.from_array(np.array(stride, dtype=np.int64), f"tile_noise_stride{stride}")
+        )
     graph.input.append(helper.make_tensor_value_info(TILE_NOISE_OFFSET, onnx.TensorProto.INT64, [2]))
+    shifted = {
+        id(node): (name, stride)
+        for rows, columns, stride in reads
+        for node, name in ((rows, "row"), (columns, "column"))
+    }
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        for gather, axis in ((rows[0], "row"), (columns[0], "column")):
-            if node is gather:
-                indices, prefix = node.input[1], f"tile_noise_{axis}"
-                nodes += [
-                    helper.make_node("Gather", [TILE_NOISE_OFFSET, prefix], [f"{prefix}_start"]),
-                    helper.make_node("Add", [indices, f"{prefix}_start"], [f"{prefix}_shifted"]),
-                    helper.make_node("Mod", [f"{prefix}_shifted", "tile_noise_period"], [f"{prefix}_indices"]),
-                ]
-                node.input[1] = f"{prefix}_indices"
+        if id(node) in shifted:
+            name, stride = shifted[id(node)]
+            prefix = f"tile_noise_{node.output[0]}"
+            start = f"{prefix}_start"
+            nodes.append(helper.make_node("Gather", [TILE_NOISE_OFFSET, f"tile_noise_{name}"], [start]))
+            if stride > 1:
+                nodes.append(helper.make_node("Div", [start, f"tile_noise_stride{stride}"], [f"{start}_scaled"]))
+                start = f"{start}_scaled"
+            nodes += [
+                helper.make_node("Add", [node.input[1], start], [f"{prefix}_shifted"]),
+                helper.make_node("Mod", [f"{prefix}_shifted", "tile_noise_period"], [f"{prefix}_indices"]),
+            ]
+            node.input[1] = f"{prefix}_indices"
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -438,7 +463,7 @@ def stage_model(model: onnx.ModelProto, halos: list[int] | None = None) -> tuple
     perturbation); ``None`` measures them here."""
     spatial = probe_spatial(model)
     staged, norms = replace_norms(model)
-    noise = offset_noise(staged)
+    noise = offset_noise(staged, spatial)
     passes = plan_passes(staged.graph, norms, spatial)
     types = _tensor_types(model, norms, spatial)
     if noise:

@@ -218,10 +218,11 @@ def architecture(
     residual_output: bool = False,
     upsample: str = "nearest",
     input_noise: float = 0.0,
+    feature_noise: bool = False,
 ) -> dict[str, int | bool | str | float]:
     """``TransformerNet.config`` without ``num_conditions``: the architecture as checkpoints record it. ``separable``,
-    ``residual_output``, ``upsample`` and ``input_noise`` appear only when they differ from the original network, so
-    that checkpoints of the default network read as before."""
+    ``residual_output``, ``upsample``, ``input_noise`` and ``feature_noise`` appear only when they differ from the
+    original network, so that checkpoints of the default network read as before."""
     config: dict[str, int | bool | str | float] = {"base_channels": base_channels, "residual_blocks": residual_blocks}
     if separable:
         config["separable"] = True
@@ -231,6 +232,8 @@ def architecture(
         config["upsample"] = upsample
     if input_noise:
         config["input_noise"] = float(input_noise)
+    if feature_noise:
+        config["feature_noise"] = True
     return config
 
 
@@ -287,6 +290,12 @@ class TransformerNet(nn.Module):
     otherwise falls back on a periodic mesh (docs/quality.md, fifth block). In training it starts at a random place
     for each batch; outside training at ``noise_offset`` (a buffer ``[2]``, row and column, 0 and 0): the same
     picture for the same photo every time, and tiles (``nst_fast.export.tiles``) pass their own place.
+
+    ``feature_noise``: one channel of the same pattern is also added to the features of each upsampling stage of the
+    decoder (at half and at full resolution, after its ReLU), times a learnt scale per feature channel that starts
+    at 0 (StyleGAN's noise inputs, Karras et al. 2019): the full-resolution layers get a source of fine,
+    aperiodic texture that the input's noise, seen through two stride-2 convolutions, cannot give them. At half
+    resolution the pattern is read from half of ``noise_offset``.
     """
 
     def __init__(
@@ -298,6 +307,7 @@ class TransformerNet(nn.Module):
         residual_output: bool = False,
         upsample: str = "nearest",
         input_noise: float = 0.0,
+        feature_noise: bool = False,
     ) -> None:
         super().__init__()
         if base_channels < 1 or residual_blocks < 0 or num_conditions < 1:
@@ -310,12 +320,15 @@ class TransformerNet(nn.Module):
                 f"model.input_noise={input_noise} is the noise's standard deviation in [0, 1] image units: use 0 "
                 "(none) up to 1 (0.06 is what docs/quality.md measured best)"
             )
-        self.config = architecture(base_channels, residual_blocks, separable, residual_output, upsample, input_noise)
+        self.config = architecture(
+            base_channels, residual_blocks, separable, residual_output, upsample, input_noise, feature_noise
+        )
         self.input_noise = float(input_noise)
+        self.feature_noise = feature_noise
         #: Which copy of the network this is among data-parallel ranks (set by the training module): ranks seeded
         #: alike draw the same random places, so each shifts them by its own amount (``NOISE_STREAM_SHIFT``).
         self.noise_stream = 0
-        if input_noise:
+        if input_noise or feature_noise:
             generator = torch.Generator().manual_seed(NOISE_SEED)
             self.register_buffer("noise_pattern", torch.randn(1, 3, NOISE_PERIOD, NOISE_PERIOD, generator=generator))
             self.register_buffer("noise_offset", torch.zeros(2, dtype=torch.long), persistent=False)
@@ -336,6 +349,9 @@ class TransformerNet(nn.Module):
             ConvNormAct(c2, c1, 3, upsample=upsample, num_conditions=k),
             SpaceToDepthConv2d(c1, 3, 9, bias=not residual_output),
         )
+        if feature_noise:
+            self.noise_scale_half = nn.Parameter(torch.zeros(c2))
+            self.noise_scale_full = nn.Parameter(torch.zeros(c1))
         if residual_output:
             self.photo_gain = nn.Parameter(torch.zeros(num_conditions))
             self._register_load_state_dict_pre_hook(self._fixed_photo_gain)
@@ -347,19 +363,25 @@ class TransformerNet(nn.Module):
         if f"{prefix}photo_gain" not in state_dict and f"{prefix}decoder.2.weight" in state_dict:
             state_dict[f"{prefix}photo_gain"] = torch.ones(self.num_conditions)
 
-    def _noise(self, height: int, width: int) -> Tensor:
+    def _noise(self, height: int, width: int, stride: int = 1) -> Tensor:
         """``noise_pattern`` over ``[1, 3, height, width]``, repeated, from a random place in training and from
-        ``noise_offset`` otherwise (gathered by index, so exports keep ``height`` and ``width`` dynamic)."""
+        ``noise_offset // stride`` otherwise (``stride``: the tensor's pixel in image pixels; gathered by index, so
+        exports keep ``height`` and ``width`` dynamic)."""
         pattern = self.noise_pattern
         period = pattern.shape[-1]
         if self.training:
             shift = [self.noise_stream * step for step in NOISE_STREAM_SHIFT]
             offset = torch.randint(0, period, (2,), device=pattern.device) + torch.tensor(shift, device=pattern.device)
         else:
-            offset = self.noise_offset
+            offset = self.noise_offset // stride
         rows = (torch.arange(height, device=pattern.device) + offset[0]) % period
         columns = (torch.arange(width, device=pattern.device) + offset[1]) % period
         return pattern.index_select(2, rows).index_select(3, columns)
+
+    def _scaled_noise(self, scale: Tensor, features: Tensor, channel: int, stride: int) -> Tensor:
+        """``feature_noise``: channel ``channel`` of the pattern over ``features``' grid, times ``scale [C]``."""
+        noise = self._noise(features.shape[-2], features.shape[-1], stride)[:, channel : channel + 1]
+        return (scale[None, :, None, None] * noise).to(features.dtype)
 
     @property
     def output_norm(self) -> nn.Module:
@@ -393,7 +415,16 @@ class TransformerNet(nn.Module):
         x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
         if self.input_noise:
             x = x + (self.input_noise * self._noise(x.shape[-2], x.shape[-1])).to(x.dtype)
-        y = self.decoder(self.residuals(self.encoder(x, condition), condition), condition)[:, :, :height, :width]
+        features = self.residuals(self.encoder(x, condition), condition)
+        if self.feature_noise:
+            half = self.decoder[0](features, condition)
+            half = half + self._scaled_noise(self.noise_scale_half, half, channel=1, stride=2)
+            full = self.decoder[1](half, condition)
+            full = full + self._scaled_noise(self.noise_scale_full, full, channel=0, stride=1)
+            y = self.decoder[2](full)
+        else:
+            y = self.decoder(features, condition)
+        y = y[:, :, :height, :width]
         if self.residual_output:
             gain = self.photo_gain if condition is None else (condition.float() * self.photo_gain).sum(dim=1)
             y = y + gain.to(y.dtype)[:, None, None, None] * logit(photo)

@@ -414,6 +414,30 @@ def test_each_data_parallel_rank_reads_the_pattern_at_its_own_places() -> None:
     assert torch.equal(windows[1], big[:, :, row : row + 24, column : column + 20])
 
 
+def test_feature_noise_adds_the_pattern_to_each_upsampled_stage_with_learnt_scales() -> None:
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, feature_noise=True).eval()
+    assert network.config == {"base_channels": 8, "residual_blocks": 1, "feature_noise": True}
+    plain = TransformerNet(8, 1).eval()
+    plain.load_state_dict(network.state_dict(), strict=False)
+    x = torch.rand(1, 3, 42, 57)
+    with torch.no_grad():
+        assert torch.equal(network(x), plain(x)), "the scales start at 0: the plain network"
+        network.noise_scale_half.uniform_(-1, 1)
+        network.noise_scale_full.uniform_(-1, 1)
+        network.noise_offset.copy_(torch.tensor([200, 120]))  # a tile's place; at half resolution (100, 60)
+        pattern = network.noise_pattern
+        padded = torch.nn.functional.pad(x, (0, 3, 0, 2), mode="reflect")  # to 44 x 60
+        half = plain.decoder[0](plain.residuals(plain.encoder(padded)))
+        half = half + network.noise_scale_half[None, :, None, None] * _tiled_pattern(pattern, 100, 60, 22, 30)[:, 1:2]
+        full = plain.decoder[1](half)
+        full = full + network.noise_scale_full[None, :, None, None] * _tiled_pattern(pattern, 200, 120, 44, 60)[:, 0:1]
+        want = torch.sigmoid(plain.decoder[2](full))[:, :, :42, :57]
+        assert torch.allclose(network(x), want, atol=1e-6)
+        network.train()
+        assert not torch.equal(network(x), network(x)), "in training the pattern moves"
+
+
 @pytest.mark.parametrize("sigma", [-0.01, 1.5])
 def test_input_noise_out_of_range_is_refused(sigma: float) -> None:
     with pytest.raises(Exception, match=f"model.input_noise={sigma} is the noise's standard deviation"):
