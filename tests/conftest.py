@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the optional ../shared folder and small helpers; cores shared out between the
 pytest-xdist workers."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -19,6 +20,12 @@ def _share_cores_between_workers() -> None:
 
 
 _share_cores_between_workers()
+
+# A test process forks DataLoader workers after hundreds of other tests, some of which leave native objects in
+# reference cycles (classes defined in a test, an example module's globals). A forked child that collects an ONNX
+# Runtime session's cycle waits forever in its destructor on the parent's thread pool (CI, 2026-12-07): collect in
+# the parent first. (The package itself keeps its sessions out of cycles: tests/test_tiling.py.)
+os.register_at_fork(before=gc.collect)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

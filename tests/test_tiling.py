@@ -3,9 +3,11 @@ whole-image output, the norm statistics are the whole image's, memory follows th
 
 from __future__ import annotations
 
+import gc
 import io
 import shutil
 import tracemalloc
+import weakref
 from pathlib import Path
 
 import httpx
@@ -302,6 +304,21 @@ def test_pass_sessions_are_made_on_first_use(models) -> None:
     assert made == [] and staged.halo >= 4
     staged(pattern(20, 20), None, Tiling("on", staged.halo))
     assert len(made) == len(staged.plan["passes"])
+
+
+def test_a_model_and_its_sessions_go_when_it_is_dropped(models) -> None:
+    """No reference cycle keeps a model: its ONNX Runtime sessions go with it, not at some later garbage collection
+    (one collected in a forked DataLoader worker waited forever on its thread pool: CI, 2026-12-07)."""
+    model = OnnxModel(models["onnx"])
+    model(pattern(20, 20)[None], None)  # whole image
+    model.staged()(pattern(20, 20), None, Tiling("on", model.staged().halo))  # and tiled: the pass sessions exist
+    sessions = [weakref.ref(session) for session in [model.session, *model.staged().sessions]]
+    gc.disable()
+    try:
+        del model
+        assert [session() for session in sessions] == [None] * len(sessions), "a reference cycle holds the model"
+    finally:
+        gc.enable()
 
 
 # --- nst-serve --------------------------------------------------------------------------------------------------

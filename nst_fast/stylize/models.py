@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,25 @@ def shared_cpu_arena() -> None:
     ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: kSameAsRequested
 
 
+def pass_session(model: bytes, providers: list[str], threads: int, cpu_arena: bool) -> Any:
+    """An ONNX Runtime session for one tiled pass: the model's providers and threads; its threads do not spin
+    after a run (the next pass's session, or NumPy, would wait for them); with ``cpu_arena``, one CPU memory arena
+    shared by all the passes (``shared_cpu_arena``), else none (one arena per pass would keep ~17 tiles' worth)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if cpu_arena:
+        shared_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    else:
+        options.enable_cpu_mem_arena = False
+    return ort.InferenceSession(model, sess_options=options, providers=providers)
+
+
 def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
     """ONNX Runtime providers for ``--provider``: ``auto`` -> TensorRT, CUDA, CPU (those available, in that
     order); otherwise the named one (alias or full name) followed by the CPU provider as a fallback."""
@@ -150,7 +170,11 @@ class OnnxModel(StyleModel):
             )
         self.metadata = dict(meta)
         self.providers, self.threads, self.cpu_arena = providers, threads, cpu_arena
-        self._staged = load_staged(path, self._pass_session)
+        # A function of the settings, not a method: a bound method held by ``_staged`` would put this model in a
+        # reference cycle, and its sessions would wait for the garbage collector instead of going with the model (a
+        # process forked meanwhile, e.g. a DataLoader worker, that collects them hangs on their threads).
+        passes = functools.partial(pass_session, providers=providers, threads=threads, cpu_arena=cpu_arena)
+        self._staged = load_staged(path, passes)
         if self._staged is None:
             self.tiles_missing = (
                 f"{tiles_name(path.name)} is not beside {path.name}; export the model again (export.tiles=true, "
@@ -164,24 +188,6 @@ class OnnxModel(StyleModel):
 
     def staged(self) -> StagedModel | None:
         return self._staged
-
-    def _pass_session(self, model: bytes):
-        """An ONNX Runtime session for one tiled pass: this model's providers and threads; its threads do not spin
-        after a run (the next pass's session, or NumPy, would wait for them); with ``cpu_arena``, one CPU memory arena
-        shared by all the passes (``shared_cpu_arena``), else none (one arena per pass would keep ~17 tiles' worth)."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.cpu_arena:
-            shared_cpu_arena()
-            options.add_session_config_entry("session.use_env_allocators", "1")
-        else:
-            options.enable_cpu_mem_arena = False
-        return ort.InferenceSession(model, sess_options=options, providers=self.providers)
 
     def __call__(self, batch: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         if self.layout == LAYOUT_HWC_UINT8:
