@@ -169,7 +169,6 @@ class OnnxModel(StyleModel):
                 f"{WEIGHTS_NAME!r} [N, {len(self.styles)}] for multi-style models; found {found})"
             )
         self.metadata = dict(meta)
-        self.providers, self.threads, self.cpu_arena = providers, threads, cpu_arena
         # A function of the settings, not a method: a bound method held by ``_staged`` would put this model in a
         # reference cycle, and its sessions would wait for the garbage collector instead of going with the model (a
         # process forked meanwhile, e.g. a DataLoader worker, that collects them hangs on their threads).
