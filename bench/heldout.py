@@ -51,7 +51,12 @@ def load_photos(folder: str | Path, size: int) -> list[Tensor]:
     files = list_images(Path(folder))
     if not files:
         raise SystemExit(f"no photos in {folder}")
-    return [to_tensor(resize_shorter_side(open_rgb(path), size)).unsqueeze(0) for path in files]
+    return [load_photo(path, size) for path in files]
+
+
+def load_photo(path: str | Path, size: int) -> Tensor:
+    """One image as ``[1, 3, H, W]`` in [0, 1], the shorter side scaled to ``size``."""
+    return to_tensor(resize_shorter_side(open_rgb(path), size)).unsqueeze(0)
 
 
 def build_loss(vgg_weights: str, loss: str = "vgg16_hed") -> PerceptualLoss:
