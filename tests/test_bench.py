@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
+import random
+import struct
 import sys
+import zlib
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -653,21 +659,99 @@ def test_tiling_writes_record_and_crop(bench_module, models, tmp_path: Path) -> 
     assert all(r["max_diff"] <= 1 for r in saved["fidelity"]) and (tmp_path / "crop.jpg").is_file()
 
 
-def test_debian_photos_scales_and_credits_every_photo(bench_module, tmp_path: Path, monkeypatch) -> None:
-    """bench/debian_photos.py without apt: each package's backgrounds folder is faked with images of the listed
-    names; every photo comes out with its shorter side at --size, and CREDITS.md names its author and licence."""
-    from PIL import Image
+def texture(number: int, size: tuple[int, int]) -> Image.Image:
+    """A stand-in photo: 8x6 grey blocks drawn at random (seeded by ``number``), tinted, so that any two differ."""
+    rng = random.Random(number)
+    blocks = Image.frombytes("L", (8, 6), rng.randbytes(48)).resize(size, Image.Resampling.NEAREST)
+    return Image.merge("RGB", (blocks, blocks.point(lambda v: v // 2), Image.new("L", size, number % 256)))
 
-    debian_photos = bench_module("debian_photos")
 
-    def fake_unpack(package: str, folder: Path) -> Path:
+def rcc_bundle(
+    files: dict[str, bytes], zlib_paths: Collection[str] = (), zstd_paths: Collection[str] = (), version: int = 3
+) -> bytes:
+    """A Qt resource bundle holding ``files`` (path -> bytes), laid out by hand as ``rcc_index`` documents it:
+    header, tree (breadth first, so each directory's children are contiguous), names, data. ``zlib_paths`` are
+    stored qCompress-ed; ``zstd_paths`` are only flagged as zstd (their bytes stay plain)."""
+    root: dict = {}
+    for path in files:
+        *folders, leaf = path.strip("/").split("/")
+        node = root
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[leaf] = path
+    nodes: list[tuple[str, dict | str]] = [("", root)]
+    first_child = {}
+    for index, (_, node) in enumerate(nodes):  # grows while it runs: breadth first
+        if isinstance(node, dict):
+            first_child[index] = len(nodes)
+            nodes.extend(sorted(node.items()))
+    tree, names, data = bytearray(), bytearray(), bytearray()
+    modified = b"\0" * 8 if version >= 2 else b""
+    for index, (name, node) in enumerate(nodes):
+        name_offset = len(names)
+        if index:
+            names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+        if isinstance(node, dict):
+            tree += struct.pack(">IHII", name_offset, 2, len(node), first_child[index]) + modified
+            continue
+        payload, flags = files[node], 4 if node in zstd_paths else 0
+        if node in zlib_paths:
+            payload, flags = struct.pack(">I", len(payload)) + zlib.compress(payload), 1
+        tree += struct.pack(">IHHHI", name_offset, flags, 0, 0, len(data)) + modified
+        data += struct.pack(">I", len(payload)) + payload
+    header_size = 24 if version >= 3 else 20
+    names_at = header_size + len(tree)
+    data_at = names_at + len(names)
+    header = b"qres" + struct.pack(">IIII", version, header_size, data_at, names_at)
+    return header + (b"\0" * 4 if version >= 3 else b"") + tree + names + data
+
+
+def fake_packages(
+    debian_photos, monkeypatch, small: Collection[str] = (), broken: Collection[str] = (), height: int = 200
+) -> list:
+    """Fake ``unpack``: each package holds its listed photos as textures (Qt bundles built by ``rcc_bundle``, every
+    other file zlib-compressed), ``height`` pixels high and wider, those named in ``small`` 40x30; a package in ``broken`` cannot be fetched.
+    Returns the wide set's photos, whose positions seed their textures."""
+    photos = debian_photos.select("wide")
+
+    def fake_unpack(package: str, folder: Path, version: str | None = None, suite: str | None = None):
+        if package in broken:
+            raise debian_photos.FetchError(f"'apt-get download {package}' failed: no network")
         root = folder / package
-        for number, member in enumerate(debian_photos.PHOTOS[package]):
-            (root / member).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (300 + 10 * number, 200), (number, 50, 100)).save(root / member)
-        return root
+        bundles: dict[str, dict[str, bytes]] = {}
+        for number, photo in enumerate(photos):
+            if photo.package != package:
+                continue
+            image = texture(number, (40, 30) if photo.name in small else (height * 3 // 2 + number % 25, height))
+            bundle, rcc, inner = photo.member.partition(".rcc:")
+            if rcc:
+                encoded = io.BytesIO()
+                image.save(encoded, "PNG")
+                bundles.setdefault(f"{bundle}.rcc", {})[inner] = encoded.getvalue()
+            else:
+                (root / photo.member.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+                image.save(root / photo.member.lstrip("/"))
+        for bundle, files in bundles.items():
+            (root / bundle.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / bundle.lstrip("/")).write_bytes(rcc_bundle(files, zlib_paths=list(files)[::2]))
+        return root, version or "1.0"
 
     monkeypatch.setattr(debian_photos, "unpack", fake_unpack)
+    return photos
+
+
+def credit_rows(folder: Path) -> dict[str, list[str]]:
+    """CREDITS.md's rows by file: [author, licence, source, link]."""
+    lines = (folder / "CREDITS.md").read_text(encoding="utf-8").splitlines()
+    rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines if line.startswith("| ")]
+    return {row[0]: row[1:] for row in rows[2:]}
+
+
+def test_debian_photos_scales_and_credits_every_photo(bench_module, tmp_path: Path, monkeypatch) -> None:
+    """bench/debian_photos.py without apt: each package is faked with images of the listed names; every photo of
+    the default (study) set comes out with its shorter side at --size, and CREDITS.md names its author and licence."""
+    debian_photos = bench_module("debian_photos")
+    fake_packages(debian_photos, monkeypatch)
     assert debian_photos.main([str(tmp_path / "out"), "--size", "100"]) == 0
     written = sorted((tmp_path / "out").glob("*.jpg"))
     expected = sum(len(photos) for photos in debian_photos.PHOTOS.values())
@@ -681,6 +765,90 @@ def test_debian_photos_scales_and_credits_every_photo(bench_module, tmp_path: Pa
         in credits
     )
     assert credits.count("| GPL-2+ |") == 12
+
+
+def test_debian_photos_wide_set_credits_each_file_and_permissive_drops_share_alike(
+    bench_module, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """--set wide writes and credits each of its 175 photos (GCompris's out of hand-built Qt bundles), skipping one
+    smaller than --size with a message; --permissive leaves out every CC-BY-SA, GPL and GFDL one; a package that
+    cannot be fetched is named, the others are built, and the exit status says the set is incomplete."""
+    debian_photos = bench_module("debian_photos")
+    photos = fake_packages(debian_photos, monkeypatch, small={"palapeli_castle_maintenon.jpg"}, height=60)
+    assert debian_photos.main([str(tmp_path / "wide"), "--set", "wide", "--size", "48"]) == 0
+    assert "left out palapeli_castle_maintenon.jpg: 40x30 is smaller than --size 48" in capsys.readouterr().err
+    rows = credit_rows(tmp_path / "wide")
+    written = {path.name for path in (tmp_path / "wide").glob("*.jpg")}
+    assert written == set(rows) == {photo.name for photo in photos} - {"palapeli_castle_maintenon.jpg"}
+    assert len(written) == 174
+    assert rows["gcompris_erase_alpaca.jpg"] == [
+        "Dietmar Rabich / Wikimedia Commons",
+        "CC-BY-SA-4.0",
+        "Debian `gcompris-qt-data` 3.1-2 "
+        "(/usr/share/gcompris-qt/rcc/erase.rcc:/gcompris/src/activities/erase/resource/alpaca.webp)",
+        "https://commons.wikimedia.org/wiki/File:D%C3%BClmen,_B%C3%B6rnste,_Alpakas_--_2020_--_5338.jpg",
+    ]
+    assert rows["budgie_tea_gardens.jpg"][1:3] == [
+        "CC0-1.0",
+        "Debian `budgie-backgrounds` 3.0-1 (/usr/share/backgrounds/budgie/tea-gardens.jpg)",
+    ]
+    for number, photo in enumerate(photos):
+        if photo.name in written:
+            with Image.open(tmp_path / "wide" / photo.name) as image:
+                assert min(image.size) == 48
+                if photo.name.startswith("gcompris_"):  # each came out of its bundle intact, raw or zlib
+                    mine, source = (
+                        debian_photos.thumbnails(image),
+                        debian_photos.thumbnails(texture(number, image.size)),
+                    )
+                    assert debian_photos.distance(mine, source) < debian_photos.NEAR_DUPLICATE
+
+    assert debian_photos.main([str(tmp_path / "free"), "--set", "wide", "--permissive", "--size", "48"]) == 0
+    licences = {licence for _, licence, _, _ in credit_rows(tmp_path / "free").values()}
+    assert licences == {"public-domain", "CC0-1.0", "CC-BY-2.0", "CC-BY-3.0", "CC-BY-4.0"}
+    assert len(list((tmp_path / "free").glob("*.jpg"))) == len(debian_photos.select("wide", permissive=True)) == 115
+
+    fake_packages(debian_photos, monkeypatch, broken={"budgie-backgrounds"}, height=60)
+    assert debian_photos.main([str(tmp_path / "part"), "--set", "wide", "--permissive", "--size", "48"]) == 2
+    assert "could not fetch budgie-backgrounds (its 14 photos are missing)" in capsys.readouterr().err
+    assert len(credit_rows(tmp_path / "part")) == 115 - 14
+
+
+def test_rcc_reader_extracts_a_hand_built_bundle(bench_module) -> None:
+    """rcc_index/rcc_read list and extract every file of a Qt resource bundle, stored raw or zlib-compressed, in
+    format versions 1 to 3; a zstd entry and a file that is no bundle raise RccError saying so."""
+    debian_photos = bench_module("debian_photos")
+    files = {"/a/b/raw.txt": b"hello", "/a/packed.bin": bytes(range(256)) * 8, "/top/\u00fcber.txt": "ü".encode()}
+    for version in (1, 2, 3):
+        bundle = rcc_bundle(files, zlib_paths=["/a/packed.bin"], version=version)
+        index = debian_photos.rcc_index(bundle)
+        assert set(index) == set(files)
+        assert index["/a/packed.bin"].flags == debian_photos.RCC_ZLIB
+        assert {path: debian_photos.rcc_read(bundle, entry) for path, entry in index.items()} == files
+    bundle = rcc_bundle(files, zstd_paths=["/a/b/raw.txt"])
+    with pytest.raises(debian_photos.RccError, match="zstd"):
+        debian_photos.rcc_read(bundle, debian_photos.rcc_index(bundle)["/a/b/raw.txt"])
+    with pytest.raises(debian_photos.RccError, match="qres"):
+        debian_photos.rcc_index(b"PK\x03\x04 not a bundle")
+
+
+def test_debian_photos_exclude_drops_a_near_copy(bench_module, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--exclude DIR leaves out a photo whose retoned, rescaled, recompressed copy is in DIR, and keeps the rest."""
+    debian_photos = bench_module("debian_photos")
+    photos = fake_packages(debian_photos, monkeypatch)
+    held = tmp_path / "held"
+    held.mkdir()
+    copy = texture(3, (330, 200)).resize((165, 100)).point(lambda v: int(v * 0.8) + 30)
+    copy.save(held / "copy.jpg", quality=80)
+    texture(999, (330, 200)).save(held / "other.png")
+    assert debian_photos.main([str(tmp_path / "out"), "--size", "64", "--exclude", str(held)]) == 0
+    assert f"left out {photos[3].name}: a near copy of {held / 'copy.jpg'}" in capsys.readouterr().err
+    assert set(credit_rows(tmp_path / "out")) == {photo.name for photo in photos[:25]} - {photos[3].name}
+    assert len(list((tmp_path / "out").glob("*.jpg"))) == 24
+
+    (tmp_path / "empty").mkdir()
+    assert debian_photos.main([str(tmp_path / "none"), "--exclude", str(tmp_path / "empty")]) == 1
+    assert "no images" in capsys.readouterr().err
 
 
 def test_ceiling_optimises_each_photo_toward_the_painting(bench_module, tmp_path: Path) -> None:
