@@ -134,6 +134,7 @@ def plan_network(cfg: DictConfig) -> NetworkPlan:
         raise ConfigError(
             f"finetune_from={base_path!r} is a TransformerNet{base_model}, but this run is configured for "
             f"{_model_config(cfg)}: set model.* as the base network's"
+            + (f" (model={base_path} for the bundled model)" if str(base_path) in BUNDLED_CHECKPOINTS else "")
         )
     if cfg.get("identity") is not None and bool(cfg.identity) != info.identity:
         raise ConfigError(

@@ -22,7 +22,7 @@ from nst_fast.assets import (
     models_folder,
 )
 from nst_fast.checkpoint import load_transformer
-from nst_fast.errors import MissingFileError
+from nst_fast.errors import ConfigError, MissingFileError
 from nst_fast.stylize import main
 from nst_fast.stylize.models import resolve_model
 
@@ -83,12 +83,17 @@ def test_a_photo_in_one_command_without_a_model(tmp_path: Path, capsys: pytest.C
 
 
 def test_a_sixth_style_starts_from_the_bundled_model() -> None:
-    """``finetune_from=paintings``: the bundled network with one more condition, the new one alone trained."""
+    """``finetune_from=paintings model=paintings``: the bundled network with one more condition, the new one alone
+    trained; ``model=paintings`` is the bundled network's architecture."""
     from helpers import compose_train_config
 
     from nst_fast.train import plan_network
 
     painting = asset_path("styles/wave.jpg")
-    plan = plan_network(compose_train_config("style=[]", f"+style.monet.image={painting}", "finetune_from=paintings"))
+    with pytest.raises(ConfigError, match=r"set model\.\* as the base network's \(model=paintings for the bundled"):
+        plan_network(compose_train_config("style=[]", f"+style.monet.image={painting}", "finetune_from=paintings"))
+    plan = plan_network(
+        compose_train_config("style=[]", f"+style.monet.image={painting}", "finetune_from=paintings", "model=paintings")
+    )
     assert [style["name"] for style in plan.styles] == [*PAINTINGS, "monet"] and plan.identity
     assert plan.network.num_conditions == len(PAINTINGS) + 2 and plan.trained == [len(PAINTINGS)]
