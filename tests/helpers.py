@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +17,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_train(*overrides: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python train.py OVERRIDES`` from ``cwd`` (not the repo: nothing may depend on the current directory)."""
+    """Run ``python train.py OVERRIDES`` from ``cwd`` (not the repo: nothing may depend on the current directory).
+
+    A run past ``timeout`` seconds is killed with every process it started (DDP ranks, loader workers: its own
+    session) and fails the test with the end of its output, so that a hang says where it stopped."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "train.py"), *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    command = [sys.executable, str(REPO_ROOT / "train.py"), *overrides]
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(
+                f"train.py ran past {timeout} s and was killed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+            ) from None
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(
             f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

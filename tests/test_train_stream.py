@@ -42,7 +42,7 @@ def train_from_s3(url: str, run_dir: Path, *overrides: str, check: bool = True) 
         f"hydra.run.dir={run_dir}",
         *overrides,
         cwd=run_dir.parent,
-        timeout=600,
+        timeout=240,
         check=check,
     )
 

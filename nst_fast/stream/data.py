@@ -31,6 +31,7 @@ from litdata.streaming.sampler import ChunkedIndex  # noqa: E402
 
 log = logging.getLogger(__name__)
 storage.allow_plain_http_endpoints()  # here too: spawned loader workers import this module to unpickle the set
+storage.keep_chunk_prefetch_synchronous()
 
 
 class StreamedPhotos(StreamingDataset):
