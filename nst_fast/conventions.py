@@ -71,10 +71,13 @@ def metadata_conditions(meta: dict[str, str]) -> int:
 
 
 #: Tiled inference (``nst_fast.stylize.tiling``): ``NAME.onnx`` cut at its instance norms into passes, written beside
-#: it by the export as ``NAME.tiles.zip`` (``TILES_PLAN`` describes the passes; each is ``pass_NN.onnx``).
+#: it by the export as ``NAME.tiles.zip`` (``TILES_PLAN`` describes the passes; each is ``pass_NN.onnx``; a tensor that
+#: several passes read, the noise pattern, is stored once as ``NAME.npy`` and fed to them as an input).
 TILES_SUFFIX = ".tiles.zip"
 TILES_PLAN = "plan.json"
-TILES_FORMAT = "1"
+TILES_FORMAT = "2"
+#: Formats the runner reads: ``1`` is ``2`` without shared tensors (each pass holds its own noise pattern).
+TILES_READABLE_FORMATS = ("1", "2")
 #: Tiles are aligned to this many pixels (the network halves the resolution twice).
 TILE_ALIGN = 4
 #: Inputs and outputs of a norm's pass for its statistics: the valid (non-halo) part of the norm's input, rows and

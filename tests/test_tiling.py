@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import shutil
 import tracemalloc
 import weakref
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -128,6 +130,25 @@ def test_input_noise_tiles_with_the_pattern_where_each_tile_lies(noise_models, k
     with pytest.MonkeyPatch.context() as patch:  # the control: tiles that all read the pattern from its corner
         patch.setattr(_Run, "feeds", pattern_at_each_tiles_corner)
         assert level_diff(model.staged()(rgb, None, Tiling("on", 200)), want) > 1
+
+
+@pytest.mark.slow  # the noise network's export
+@pytest.mark.parametrize("kind", ["onnx", "uint8"])
+def test_the_noise_pattern_is_stored_once_in_the_tiles_file(noise_models, kind) -> None:
+    """The pattern (3 MiB in float32) is one ``.npy`` entry of the zip, equal to the exported file's initializer; no
+    pass file holds a copy, and exactly the passes that read it take it as an input."""
+    exported = onnx.load(str(noise_models[kind]))
+    want = next(onnx.numpy_helper.to_array(t) for t in exported.graph.initializer if t.name == "noise_pattern")
+    with zipfile.ZipFile(noise_models[kind].with_name(tiles_name(noise_models[kind].name))) as archive:
+        plan = json.loads(archive.read("plan.json"))
+        assert plan["shared"] == {"noise_pattern": "noise_pattern.npy"}
+        stored = np.load(io.BytesIO(archive.read("noise_pattern.npy")), allow_pickle=False)
+        passes = [onnx.load_from_string(archive.read(step["file"])) for step in plan["passes"]]
+    assert stored.dtype == want.dtype and np.array_equal(stored, want)
+    assert not [t.name for model in passes for t in model.graph.initializer if t.name.endswith("noise_pattern")]
+    readers = [any(node.input[:1] == ["noise_pattern"] for node in model.graph.node) for model in passes]
+    assert any(readers) and not all(readers)
+    assert readers == ["noise_pattern" in step["inputs"] for step in plan["passes"]]
 
 
 @pytest.mark.slow  # the noise network's export
@@ -293,6 +314,33 @@ def test_a_damaged_tiles_file_is_a_clear_error(models, tmp_path) -> None:
     (tmp_path / tiles_name("m.onnx")).write_bytes(b"not a zip")
     with pytest.raises(StylizeError, match=r"m\.tiles\.zip: not a readable tiles file"):
         OnnxModel(onnx_copy)
+
+
+def _with_plan(source: Path, target: Path, **changes) -> Path:
+    """A copy of the tiles file ``source`` at ``target`` with ``changes`` to its plan (``None`` drops a key)."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as copy:
+        for entry in archive.namelist():
+            data = archive.read(entry)
+            if entry == "plan.json":
+                plan = {**json.loads(data), **changes}
+                data = json.dumps({key: value for key, value in plan.items() if value is not None}).encode()
+            copy.writestr(entry, data)
+    return target
+
+
+def test_tiles_files_of_the_first_format_still_tile_and_unknown_formats_are_refused(models, tmp_path) -> None:
+    """Format 1 (before shared tensors) reads as before; a format this version does not know says what to do."""
+    source = models["onnx"].with_name(tiles_name(models["onnx"].name))
+    rgb = pattern(40, 52, seed=3)
+    want = StagedModel(source, _cpu_session)(rgb, None, Tiling("on", 16))
+    first = StagedModel(_with_plan(source, tmp_path / "first.tiles.zip", format="1", shared=None), _cpu_session)
+    assert level_diff(first(rgb, None, Tiling("on", 16)), want) == 0
+    with pytest.raises(StylizeError, match=r"tiles format '9'; this version reads 1, 2: update nst-fast, or export"):
+        StagedModel(_with_plan(source, tmp_path / "later.tiles.zip", format="9"), _cpu_session)
+
+
+def _cpu_session(blob: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
 
 
 def test_pass_sessions_are_made_on_first_use(models) -> None:

@@ -11,8 +11,9 @@ stored; every other node runs once. Each pass's halo (how far an output pixel se
 measured by perturbing its inputs.
 
 The cut works on any variant of the graph (float32, float16 inside, uint8 I/O, int8 QDQ): it finds the norms by
-op type. A network with ``model.input_noise`` reads its noise pattern at the region's own place
-(``offset_noise``). Needs ``onnx`` (export time only); the runner needs only onnxruntime and NumPy.
+op type. A network with ``model.input_noise`` or ``model.feature_noise`` reads its noise pattern at the region's own
+place (``offset_noise``); the pattern (3 MiB in float32) is stored once in the zip file and fed to the passes that
+read it (``share_noise_pattern``), not copied into each. Needs ``onnx`` (export time only); the runner needs only onnxruntime and NumPy.
 """
 
 from __future__ import annotations
@@ -519,15 +520,43 @@ def stage_model(model: onnx.ModelProto, halos: list[int] | None = None) -> tuple
     return plan, files
 
 
+def share_noise_pattern(plan: dict, files: list[bytes]) -> tuple[list[bytes], dict[str, np.ndarray]]:
+    """Turn the noise pattern of every pass that holds it from an initializer into an input of that pass (added to
+    ``plan``'s pass inputs, changed in place; ``plan["shared"]`` names the file ``NAME.npy`` for each such input);
+    returns the pass files and the pattern by name, to be stored once."""
+    shared: dict[str, np.ndarray] = {}
+    out = []
+    for step, blob in zip(plan["passes"], files, strict=True):
+        model = onnx.load_from_string(blob)
+        graph = model.graph
+        patterns = [t for t in graph.initializer if _is_noise_pattern(t.name)]
+        for tensor in patterns:
+            array = numpy_helper.to_array(tensor)
+            if tensor.name in shared and not np.array_equal(shared[tensor.name], array):
+                raise ExportError(f"cannot stage this graph for tiling: two passes hold different {tensor.name!r}")
+            shared[tensor.name] = array
+            graph.initializer.remove(tensor)
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+            step["inputs"].append(tensor.name)
+        out.append(model.SerializeToString() if patterns else blob)
+    plan["shared"] = {name: f"{name}.npy" for name in shared}
+    return out, shared
+
+
 def write_tiles(onnx_path: Path, path: Path, halos: list[int] | None = None) -> dict:
-    """Stage ``onnx_path`` into the zip file ``path`` (``TILES_PLAN`` + ``pass_NN.onnx``, stored uncompressed);
-    returns the plan. ``halos``: see ``stage_model``."""
+    """Stage ``onnx_path`` into the zip file ``path`` (``TILES_PLAN``, ``pass_NN.onnx`` and the shared ``NAME.npy``,
+    stored uncompressed); returns the plan. ``halos``: see ``stage_model``."""
     plan, blobs = stage_model(onnx.load(str(onnx_path)), halos)
+    blobs, shared = share_noise_pattern(plan, blobs)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(TILES_PLAN, json.dumps(plan, indent=1))
         for step, blob in zip(plan["passes"], blobs, strict=True):
             archive.writestr(step["file"], blob)
+        for name, array in shared.items():
+            saved = io.BytesIO()
+            np.save(saved, array, allow_pickle=False)
+            archive.writestr(plan["shared"][name], saved.getvalue())
     path.write_bytes(buffer.getvalue())
     return plan
 

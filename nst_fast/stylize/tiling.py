@@ -12,6 +12,7 @@ ONNX Runtime and NumPy only (no torch, no onnx).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,8 +34,8 @@ from nst_fast.conventions import (
     TILE_NOISE_OFFSET,
     TILE_SQUARES,
     TILE_SUM,
-    TILES_FORMAT,
     TILES_PLAN,
+    TILES_READABLE_FORMATS,
     WEIGHTS_NAME,
     tiles_name,
 )
@@ -158,25 +159,41 @@ class StagedModel:
                 plan = json.loads(archive.read(TILES_PLAN))
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
             raise StylizeError(f"{path}: not a readable tiles file ({type(error).__name__}: {error})") from error
-        if plan.get("format") != TILES_FORMAT:
+        if plan.get("format") not in TILES_READABLE_FORMATS:
             raise StylizeError(
-                f"{path}: tiles format {plan.get('format')!r}; this version reads {TILES_FORMAT!r}: export the model "
-                "again"
+                f"{path}: tiles format {plan.get('format')!r}; this version reads {', '.join(TILES_READABLE_FORMATS)}: "
+                "update nst-fast, or export the model again with this version"
             )
         self.path, self.plan, self.make_session = path, plan, make_session
         self.align: int = plan["align"]
         self.halo: int = max(step["halo"] for step in plan["passes"])
         self._sessions: list[Any] | None = None
+        self._shared: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    @property
-    def sessions(self) -> list[Any]:
-        """One ONNX Runtime session per pass, made on first use (a model that never tiles never loads them)."""
+    def _load(self) -> list[Any]:
+        """Make one ONNX Runtime session per pass and read the shared tensors, once (a model that never tiles never
+        loads them)."""
         with self._lock:
             if self._sessions is None:
                 with zipfile.ZipFile(self.path) as archive:
+                    self._shared = {
+                        name: np.load(io.BytesIO(archive.read(file)), allow_pickle=False)
+                        for name, file in self.plan.get("shared", {}).items()
+                    }
                     self._sessions = [self.make_session(archive.read(step["file"])) for step in self.plan["passes"]]
             return self._sessions
+
+    @property
+    def sessions(self) -> list[Any]:
+        """One ONNX Runtime session per pass, made on first use."""
+        return self._load()
+
+    @property
+    def shared(self) -> dict[str, np.ndarray]:
+        """The tensors stored once for the passes that read them (the noise pattern), by input name."""
+        self._load()
+        return self._shared
 
     def check_tile_size(self, tile_size: int) -> None:
         """``StylizeError`` for a tile side below the widest halo or not a multiple of the alignment."""
@@ -227,6 +244,7 @@ class _Run:
         self.weights = None
         if weights is not None:
             self.weights = np.asarray(weights, dtype=np.float32).reshape(self.plan["weights_shape"])
+        self.shared = model.shared
         self.stats: dict[str, np.ndarray] = {}
         self.stored: dict[str, ScratchTensor] = {}
         self.scratch = scratch
@@ -268,6 +286,8 @@ class _Run:
                 feeds[name] = self.weights
             elif name in self.stats:
                 feeds[name] = self.stats[name]
+            elif name in self.shared:
+                feeds[name] = self.shared[name]
             else:
                 scale = self.plan["tensors"][name]["scale"]
                 feeds[name] = self.stored[name].read(*(round(v * scale) for v in region))
