@@ -10,8 +10,10 @@ with exactly the crops the uninterrupted run would have drawn. Streamed sets: ``
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Sequence
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,20 @@ class PhotoDataModule(pl.LightningDataModule):
         """The number of ranks training together (1 without a trainer)."""
         return self.trainer.world_size if self.trainer is not None else 1
 
+    def worker_context(self) -> BaseContext | None:
+        """How this rank's loader workers start: forked from it (PyTorch's default) in a single process; under DDP
+        forked from a fork server, a clean process each rank starts once with this module imported.
+
+        Forking a DDP rank is unsafe: its communication threads (gloo's) enter Python, and on Python 3.11 a fork
+        made while such a thread holds the interpreter's thread-state lock leaves the child waiting on that lock
+        forever (``PyOS_AfterFork_Child``; seen as a two-rank streamed run that hung at an epoch's start, one
+        loader worker stuck in ``os.fork``). The fork server has no such threads."""
+        if self.num_workers == 0 or self.world_size == 1:
+            return None
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([type(self).__module__])
+        return context
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Log where the first batch's crops came from, per rank (shows that ranks train on different crops), and
         each training batch's at debug level (``hydra.verbose=nst_fast.data``), with the step it goes into."""
@@ -302,6 +318,7 @@ class ContentDataModule(PhotoDataModule):
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=self.worker_context(),
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate,
         )

@@ -137,6 +137,21 @@ def test_each_rank_draws_its_own_samples_and_crops(tmp_path: Path, num_workers: 
     assert not torch.equal(rank0[0]["image"], first_batches(tmp_path, 0, num_workers, seed=1)[0]["image"])
 
 
+def test_loader_workers_start_from_a_fork_server_under_ddp_only(tmp_path: Path) -> None:
+    """A DDP rank never forks its loader workers itself (a fork while a gloo thread is in Python can hang the child):
+    with two ranks they come from a fork server; a single process keeps PyTorch's default (fork)."""
+    from types import SimpleNamespace
+
+    Image.fromarray(gradient(64, 64)).save(tmp_path / "photo.png")
+    datamodule = ContentDataModule(tmp_path, image_size=32, batch_size=1, num_workers=2, pin_memory=False)
+    datamodule.setup()
+    assert datamodule.worker_context() is None and datamodule.train_dataloader().multiprocessing_context is None
+    datamodule.trainer = SimpleNamespace(world_size=2, global_rank=1)
+    assert datamodule.train_dataloader().multiprocessing_context.get_start_method() == "forkserver"
+    datamodule.num_workers = 0
+    assert datamodule.worker_context() is None
+
+
 def test_a_sample_crop_depends_on_seed_epoch_and_index_only(tmp_path: Path) -> None:
     Image.fromarray(gradient(400, 80)).save(tmp_path / "wide.png")
     single = [batch["image"] for batch in first_batches(tmp_path, 0, num_workers=0)]

@@ -31,7 +31,6 @@ from litdata.streaming.sampler import ChunkedIndex  # noqa: E402
 
 log = logging.getLogger(__name__)
 storage.allow_plain_http_endpoints()  # here too: spawned loader workers import this module to unpickle the set
-storage.keep_chunk_prefetch_synchronous()
 
 
 class StreamedPhotos(StreamingDataset):
@@ -203,6 +202,7 @@ class StreamDataModule(PhotoDataModule):
             self.dataset(torch.initial_seed()),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            multiprocessing_context=self.worker_context(),
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate,
             drop_last=True,

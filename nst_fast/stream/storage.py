@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -63,7 +62,6 @@ def storage_options(endpoint_url: str | None) -> dict[str, Any]:
     """litdata's ``storage_options`` (keyword arguments of boto3's S3 client): only the endpoint, when one is
     configured here; boto3 finds credentials (and ``AWS_ENDPOINT_URL``) itself."""
     allow_plain_http_endpoints()
-    keep_chunk_prefetch_synchronous()
     return {"endpoint_url": endpoint_url} if endpoint_url else {}
 
 
@@ -79,19 +77,6 @@ def allow_plain_http_endpoints() -> None:
     options = getattr(require("litdata.streaming.downloader"), "_OBSTORE_CLIENT_OPTIONS", None)
     if isinstance(options, dict):
         options["allow_http"] = True
-
-
-def keep_chunk_prefetch_synchronous() -> None:
-    """Keep litdata's chunk downloads on its prefetch thread (``LITDATA_ASYNC_CHUNK_PREFETCH=0``), unless the
-    environment already chooses.
-
-    litdata 0.2.76 turns on an experimental asyncio prefetch for remote sets by default. With it, the DDP run from
-    ``s3://`` of tests/test_train_stream.py hung twice on 2-core machines (once in CI; once here, where a rank of
-    the run resumed mid-epoch waited at that epoch's end for a batch until killed); five later runs with it passed,
-    so the cause is not pinned down, and the prefetch thread litdata used before is kept. Set in the environment,
-    so that loader workers, forked or spawned, inherit it.
-    """
-    os.environ.setdefault("LITDATA_ASYNC_CHUNK_PREFETCH", "0")
 
 
 def _s3_client(endpoint_url: str | None) -> Any:
