@@ -124,6 +124,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+def pin_identity_noise(state: dict[str, torch.Tensor], key: str, num_conditions: int) -> None:
+    """A full-resolution noise scale saved as one row ``[C]`` for every condition (before it was a table per
+    condition) becomes the table ``[num_conditions, C]`` with that row everywhere but the last condition's, the
+    exact identity's, which is zero: the identity gives back the photo exactly, the styles are unchanged. Changes
+    ``state`` in place; a table is left as it is."""
+    scale = state.get(key)
+    if scale is not None and scale.dim() == 1 and num_conditions > 1:
+        table = scale.expand(num_conditions, -1).clone()
+        table[-1] = 0.0
+        state[key] = table
+
+
 def load_transformer(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, CheckpointInfo]:
@@ -141,8 +153,10 @@ def load_transformer(
     }
     try:
         network = TransformerNet(**meta["transformer"])
-        network.load_state_dict(state)
         info = checkpoint_info(checkpoint)
+        if info.identity and network.residual_output:
+            pin_identity_noise(state, "noise_scale_full", network.num_conditions)
+        network.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{str(path)!r}: the weights do not fit a TransformerNet{meta.get('transformer')}: {error}"

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from nst_fast.checkpoint import CHECKPOINT_KEY, IDENTITY_NAME, checkpoint_metadata
+from nst_fast.checkpoint import CHECKPOINT_KEY, IDENTITY_NAME, checkpoint_metadata, pin_identity_noise
 from nst_fast.errors import ConfigError, NonFiniteLossError
 from nst_fast.losses import perturb, stability_cost
 from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
@@ -359,8 +359,25 @@ class StyleTransferModule(pl.LightningModule):
         # The frozen VGG weights are not in the file: take the ones this run was configured with.
         for key, value in self.loss.features.state_dict().items():
             checkpoint["state_dict"].setdefault(LOSS_NETWORK_PREFIX + key, value)
+        if self.exact_identity:
+            pin_identity_noise(
+                checkpoint["state_dict"], "transformer.noise_scale_full", self.transformer.num_conditions
+            )
         for state in checkpoint.get("optimizer_states", []):
             self._match_parameter_groups(state)
+            self._expand_shared_rows(state)
+
+    def _expand_shared_rows(self, state: dict[str, Any]) -> None:
+        """Optimiser moments saved for a parameter that is now a table of one row per condition (``[C]`` then,
+        ``[K, C]`` now: the full-resolution noise scale) go to every row."""
+        parameters = [p for group in self.parameter_groups() for p in group["params"]]
+        for index, moments in state.get("state", {}).items():
+            if not isinstance(index, int) or index >= len(parameters):
+                continue
+            shape = parameters[index].shape
+            for name, value in moments.items():
+                if torch.is_tensor(value) and len(shape) == 2 and value.shape == shape[1:]:
+                    moments[name] = value.expand(shape).clone()
 
     def _match_parameter_groups(self, state: dict[str, Any]) -> None:
         """Resume an optimiser state saved with the other grouping (one group, from before ``output_lr_scale`` or
@@ -388,8 +405,8 @@ class StyleTransferModule(pl.LightningModule):
 
 def pin_exact_identity(network: TransformerNet, condition: int) -> None:
     """Make ``condition`` of a ``residual_output`` network give back the photo exactly, and keep it so: its scale and
-    shift in the last instance norm are set to zero, its photo gain to one, and their gradients zeroed
-    (``TransformerNet``)."""
+    shift in the last instance norm and its full-resolution noise scale (``feature_noise``) are set to zero, its
+    photo gain to one, and their gradients zeroed (``TransformerNet``)."""
     norm = network.output_norm
     if not isinstance(norm, ConditionalInstanceNorm2d):
         raise ValueError("an exact identity needs a network with conditional instance norms (two or more conditions)")
@@ -399,7 +416,12 @@ def pin_exact_identity(network: TransformerNet, condition: int) -> None:
         norm.weight[condition] = 0.0
         norm.bias[condition] = 0.0
         network.photo_gain[condition] = 1.0
-    for parameter in (norm.weight, norm.bias):
+    tables = [norm.weight, norm.bias]
+    if network.feature_noise:
+        with torch.no_grad():
+            network.noise_scale_full[condition] = 0.0
+        tables.append(network.noise_scale_full)
+    for parameter in tables:
         parameter.register_hook(lambda grad, mask=row: grad * mask.to(grad))
     gain_row = row.flatten()
     network.photo_gain.register_hook(lambda grad, mask=gain_row: grad * mask.to(grad))
@@ -407,15 +429,17 @@ def pin_exact_identity(network: TransformerNet, condition: int) -> None:
 
 def freeze_all_but(network: TransformerNet, conditions: Sequence[int]) -> None:
     """Fine-tuning: only the given conditions' rows of the conditional norms' scale and shift tables (and of the
-    photo gain of a ``residual_output`` network) learn; every convolution and every other row is frozen (no
-    gradient computed for the convolutions; the other rows' gradients are zeroed, so Adam leaves them exactly as
-    they are)."""
+    photo gain of a ``residual_output`` network and the full-resolution noise scale of a ``feature_noise`` one)
+    learn; every convolution and every other row is frozen (no gradient computed for the convolutions; the other
+    rows' gradients are zeroed, so Adam leaves them exactly as they are)."""
     rows = torch.zeros(network.num_conditions, 1)
     rows[list(conditions)] = 1.0
     gain_rows = rows.flatten()
     for module in network.modules():
         for parameter in module.parameters(recurse=False):
-            if isinstance(module, ConditionalInstanceNorm2d):
+            if isinstance(module, ConditionalInstanceNorm2d) or (
+                network.feature_noise and parameter is network.noise_scale_full
+            ):
                 parameter.register_hook(lambda grad, mask=rows: grad * mask.to(grad))
             elif network.residual_output and parameter is network.photo_gain:
                 parameter.register_hook(lambda grad, mask=gain_rows: grad * mask.to(grad))

@@ -42,3 +42,31 @@ def test_bad_metadata_is_a_checkpoint_error(tmp_path: Path, meta: object, messag
     path = save(tmp_path / "bad.ckpt", TransformerNet(8, 1), meta)
     with pytest.raises(CheckpointError, match=message):
         load_transformer(path)
+
+
+def test_a_shared_noise_row_loads_per_condition_with_the_identity_exact(tmp_path: Path) -> None:
+    """A checkpoint from before the per-condition full-resolution noise scale (one row ``[C]``): the styles load
+    unchanged, the exact identity (``residual_output``) gets a zero row and gives back the photo."""
+    from nst_fast.module import pin_exact_identity
+
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, num_conditions=3, residual_output=True, feature_noise=True).eval()
+    pin_exact_identity(network, 2)
+    row = torch.rand(8) + 0.5
+    with torch.no_grad():
+        for parameter in (network.noise_scale_half, network.output_norm.weight[:2], network.output_norm.bias[:2]):
+            parameter.uniform_(-1, 1)
+    styles = [{"name": name, "image": f"{name}.jpg", "size": 64} for name in ("starry", "wave")]
+    old = save(tmp_path / "old.ckpt", network, checkpoint_metadata(network, styles, identity=True))
+    checkpoint = torch.load(old, weights_only=True)
+    checkpoint["state_dict"]["transformer.noise_scale_full"] = row
+    torch.save(checkpoint, old)
+    loaded, info = load_transformer(old)
+    assert info.condition_names == ["starry", "wave", "identity"]
+    assert torch.equal(loaded.noise_scale_full, torch.stack([row, row, torch.zeros(8)]))
+    photo = torch.randint(0, 256, (1, 3, 21, 30)) / 255.0
+    with torch.no_grad():
+        assert torch.equal((loaded(photo, torch.tensor([[0.0, 0.0, 1.0]])) * 255).round(), (photo * 255).round())
+        network.noise_scale_full.copy_(row.expand(3, -1))
+        styled = torch.tensor([[0.3, 0.7, 0.0]])
+        torch.testing.assert_close(loaded(photo, styled), network(photo, styled), rtol=0, atol=0)

@@ -308,3 +308,43 @@ def test_exact_identity_gives_back_the_photo_and_gets_no_training_samples() -> N
     assert float((styled - photo).abs().mean()) > 1e-3
     gains = module.transformer.photo_gain.detach()
     assert gains[2] == 1.0 and bool((gains[:2] != 0.0).all())  # the styles' gains learn from 0, the identity's stays
+
+
+def test_exact_identity_with_feature_noise_is_the_photo_and_its_noise_row_stays_zero() -> None:
+    """The full-resolution noise enters after the last norm: the identity's row of its scale table is pinned at 0
+    (the photo comes back exactly) while the styles' rows learn."""
+    torch.manual_seed(0)
+    module = make_module("style=[starry,wave]", "model.residual_output=true", "model.feature_noise=true")
+    scale = module.transformer.noise_scale_full
+    assert scale.shape == (3, module.transformer.output_norm.num_features)
+    with torch.no_grad():
+        scale[:2].uniform_(-1, 1)  # the styles' rows as training would leave them; the identity's row is 0
+    before = scale.detach().clone()
+    fit(module, [torch.rand(2, 3, 32, 32) for _ in range(2)])
+    photo = torch.randint(0, 256, (1, 3, 37, 41)) / 255.0
+    with torch.no_grad():
+        identity = module.transformer.eval()(photo, torch.tensor([[0.0, 0.0, 1.0]]))
+    assert torch.equal((identity * 255).round(), (photo * 255).round())
+    assert bool((scale[2] == 0).all()) and not torch.equal(scale[:2], before[:2])
+
+
+def test_resuming_a_checkpoint_with_one_shared_noise_row_pins_the_identity_and_keeps_the_moments() -> None:
+    """Checkpoints from before the per-condition table: the shared row ``[C]`` goes to every style, 0 to the exact
+    identity; Adam's moments ``[C]`` go to every row."""
+    module = make_module("style=[starry,wave]", "model.residual_output=true", "model.feature_noise=true")
+    channels = module.transformer.output_norm.num_features
+    row = torch.linspace(-1, 1, channels)
+    parameters = [p for group in module.parameter_groups() for p in group["params"]]
+    index = next(i for i, p in enumerate(parameters) if p is module.transformer.noise_scale_full)
+    moments = {"step": torch.tensor(5.0), "exp_avg": row * 0.1, "exp_avg_sq": row**2}
+    state_dict = {f"transformer.{k}": v for k, v in module.transformer.state_dict().items()}
+    state_dict["transformer.noise_scale_full"] = row.clone()
+    configured = module.configure_optimizers()
+    configured = configured["optimizer"] if isinstance(configured, dict) else configured
+    optimizer = {**configured.state_dict(), "state": {index: dict(moments)}}
+    checkpoint = {"state_dict": state_dict, "optimizer_states": [optimizer]}
+    module.on_load_checkpoint(checkpoint)
+    assert torch.equal(state_dict["transformer.noise_scale_full"], torch.stack([row, row, torch.zeros(channels)]))
+    saved = optimizer["state"][index]
+    assert torch.equal(saved["exp_avg"], (row * 0.1).expand(3, -1)) and torch.equal(saved["step"], torch.tensor(5.0))
+    assert torch.equal(saved["exp_avg_sq"], (row**2).expand(3, -1))

@@ -295,7 +295,10 @@ class TransformerNet(nn.Module):
     decoder (at half and at full resolution, after its ReLU), times a learnt scale per feature channel that starts
     at 0 (StyleGAN's noise inputs, Karras et al. 2019): the full-resolution layers get a source of fine,
     aperiodic texture that the input's noise, seen through two stride-2 convolutions, cannot give them. At half
-    resolution the pattern is read from half of ``noise_offset``.
+    resolution the pattern is read from half of ``noise_offset``. With several conditions the full-resolution scale
+    is a table ``[num_conditions, C]`` mixed by the condition weights like the norms' parameters (one row per
+    style): the noise enters after the last norm, so an identity row of zeros keeps the identity exact and the
+    strength control's fade (above) exact too. Checkpoints with one shared row ``[C]`` load with it in every row.
     """
 
     def __init__(
@@ -351,7 +354,8 @@ class TransformerNet(nn.Module):
         )
         if feature_noise:
             self.noise_scale_half = nn.Parameter(torch.zeros(c2))
-            self.noise_scale_full = nn.Parameter(torch.zeros(c1))
+            self.noise_scale_full = nn.Parameter(torch.zeros(c1) if k == 1 else torch.zeros(k, c1))
+            self._register_load_state_dict_pre_hook(self._noise_scale_per_condition)
         if residual_output:
             self.photo_gain = nn.Parameter(torch.zeros(num_conditions))
             self._register_load_state_dict_pre_hook(self._fixed_photo_gain)
@@ -362,6 +366,14 @@ class TransformerNet(nn.Module):
         photo (gain 1 for every condition), and load so."""
         if f"{prefix}photo_gain" not in state_dict and f"{prefix}decoder.2.weight" in state_dict:
             state_dict[f"{prefix}photo_gain"] = torch.ones(self.num_conditions)
+
+    def _noise_scale_per_condition(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Load-state-dict pre-hook: a full-resolution noise scale saved as one row ``[C]`` for every condition
+        (before the table) loads into each row of ``[num_conditions, C]``: the same network."""
+        key = f"{prefix}noise_scale_full"
+        scale = state_dict.get(key)
+        if self.num_conditions > 1 and scale is not None and scale.dim() == 1:
+            state_dict[key] = scale.expand(self.num_conditions, -1).clone()
 
     def _noise(self, height: int, width: int, stride: int = 1) -> Tensor:
         """``noise_pattern`` over ``[1, 3, height, width]``, repeated, from a random place in training and from
@@ -378,9 +390,14 @@ class TransformerNet(nn.Module):
         columns = (torch.arange(width, device=pattern.device) + offset[1]) % period
         return pattern.index_select(2, rows).index_select(3, columns)
 
-    def _scaled_noise(self, scale: Tensor, features: Tensor, channel: int, stride: int) -> Tensor:
-        """``feature_noise``: channel ``channel`` of the pattern over ``features``' grid, times ``scale [C]``."""
+    def _scaled_noise(
+        self, scale: Tensor, features: Tensor, channel: int, stride: int, condition: Tensor | None = None
+    ) -> Tensor:
+        """``feature_noise``: channel ``channel`` of the pattern over ``features``' grid, times ``scale [C]``, or
+        times the table ``scale [K, C]`` mixed by ``condition [B, K]``."""
         noise = self._noise(features.shape[-2], features.shape[-1], stride)[:, channel : channel + 1]
+        if scale.dim() == 2:
+            return ((condition.float() @ scale)[:, :, None, None] * noise).to(features.dtype)
         return (scale[None, :, None, None] * noise).to(features.dtype)
 
     @property
@@ -420,7 +437,7 @@ class TransformerNet(nn.Module):
             half = self.decoder[0](features, condition)
             half = half + self._scaled_noise(self.noise_scale_half, half, channel=1, stride=2)
             full = self.decoder[1](half, condition)
-            full = full + self._scaled_noise(self.noise_scale_full, full, channel=0, stride=1)
+            full = full + self._scaled_noise(self.noise_scale_full, full, channel=0, stride=1, condition=condition)
             y = self.decoder[2](full)
         else:
             y = self.decoder(features, condition)

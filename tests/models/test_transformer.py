@@ -438,6 +438,29 @@ def test_feature_noise_adds_the_pattern_to_each_upsampled_stage_with_learnt_scal
         assert not torch.equal(network(x), network(x)), "in training the pattern moves"
 
 
+def test_feature_noise_with_conditions_mixes_a_full_resolution_scale_per_condition() -> None:
+    """Several conditions: the full-resolution scale is a table ``[K, C]`` mixed by the condition weights (a blend
+    adds the blend of the rows); a saved single row ``[C]`` loads into every row (the network it was)."""
+    torch.manual_seed(0)
+    network = TransformerNet(8, 1, num_conditions=3, feature_noise=True).eval()
+    assert network.noise_scale_full.shape == (3, 8) and network.noise_scale_half.shape == (16,)
+    x = torch.rand(1, 3, 40, 48)
+    blend = torch.tensor([[0.25, 0.75, 0.0]])
+    with torch.no_grad():
+        network.noise_scale_full.uniform_(-1, 1)
+        rows = network.noise_scale_full.clone()
+        mixed = network(x, blend)
+        network.noise_scale_full.copy_((0.25 * rows[0] + 0.75 * rows[1]).expand(3, -1))
+        assert torch.allclose(network(x, blend), mixed, atol=1e-6), "the blend of the rows"
+        network.noise_scale_full.copy_(rows)
+        network.noise_scale_full[2] += 5.0
+        assert torch.equal(network(x, blend), mixed), "a row the blend leaves out does not count"
+    shared = {**network.state_dict(), "noise_scale_full": rows[1]}
+    loaded = TransformerNet(8, 1, num_conditions=3, feature_noise=True)
+    loaded.load_state_dict(shared)
+    assert torch.equal(loaded.noise_scale_full, rows[1].expand(3, -1))
+
+
 @pytest.mark.parametrize("sigma", [-0.01, 1.5])
 def test_input_noise_out_of_range_is_refused(sigma: float) -> None:
     with pytest.raises(Exception, match=f"model.input_noise={sigma} is the noise's standard deviation"):
