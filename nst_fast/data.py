@@ -181,7 +181,7 @@ class PhotoDataModule(pl.LightningDataModule):
 
     def worker_context(self) -> BaseContext | None:
         """How this rank's loader workers start: forked from it (PyTorch's default) in a single process; under DDP
-        forked from a fork server, a clean process each rank starts once with this module imported.
+        forked from a fork server, a clean process each rank starts once with the data module's code imported.
 
         Forking a DDP rank is unsafe: its communication threads (gloo's) enter Python, and on Python 3.11 a fork
         made while such a thread holds the interpreter's thread-state lock leaves the child waiting on that lock
@@ -189,8 +189,10 @@ class PhotoDataModule(pl.LightningDataModule):
         loader worker stuck in ``os.fork``). The fork server has no such threads."""
         if self.num_workers == 0 or self.world_size == 1:
             return None
+        if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: spawn, PyTorch's default there
+            return multiprocessing.get_context("spawn")
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([type(self).__module__])
+        context.set_forkserver_preload(sorted({__name__, type(self).__module__} - {"__main__"}))
         return context
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

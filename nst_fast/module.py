@@ -364,12 +364,36 @@ class StyleTransferModule(pl.LightningModule):
                 checkpoint["state_dict"], "transformer.noise_scale_full", self.transformer.num_conditions
             )
         for state in checkpoint.get("optimizer_states", []):
+            self._number_the_noise_table(state)
             self._match_parameter_groups(state)
             self._expand_shared_rows(state)
 
+    def _number_the_noise_table(self, state: dict[str, Any]) -> None:
+        """A fine-tuning run of a ``feature_noise`` network saved before its full-resolution noise scale learnt per
+        condition (frozen then, so without an optimiser entry) resumes: the table gets its number among the
+        parameters, with no moments yet (Adam starts it afresh), and the parameters after it move up by one."""
+        noise = getattr(self.transformer, "noise_scale_full", None)
+        if noise is None or len(self.trained_conditions) == self.transformer.num_conditions:
+            return
+        groups = self.parameter_groups()
+        current = [p for group in groups for p in group["params"]]
+        saved = state.get("param_groups", [])
+        if sum(len(group["params"]) for group in saved) != len(current) - 1:
+            return
+        position = next((i for i, p in enumerate(current) if p is noise), None)
+        if position is None:
+            return
+        state["state"] = {(i if i < position else i + 1): v for i, v in state.get("state", {}).items()}
+        host = next(g for g, group in enumerate(groups) if any(p is noise for p in group["params"]))
+        host = host if len(saved) == len(groups) else 0
+        for g, group in enumerate(saved):
+            numbers = [i if i < position else i + 1 for i in group["params"]]
+            group["params"] = sorted(numbers + [position]) if g == host else numbers
+
     def _expand_shared_rows(self, state: dict[str, Any]) -> None:
         """Optimiser moments saved for a parameter that is now a table of one row per condition (``[C]`` then,
-        ``[K, C]`` now: the full-resolution noise scale) go to every row."""
+        ``[K, C]`` now: the full-resolution noise scale) go to every row, except an exact identity's, which gets
+        none (moments would move its pinned row although its gradient is zero)."""
         parameters = [p for group in self.parameter_groups() for p in group["params"]]
         for index, moments in state.get("state", {}).items():
             if not isinstance(index, int) or index >= len(parameters):
@@ -378,6 +402,8 @@ class StyleTransferModule(pl.LightningModule):
             for name, value in moments.items():
                 if torch.is_tensor(value) and len(shape) == 2 and value.shape == shape[1:]:
                     moments[name] = value.expand(shape).clone()
+                    if self.exact_identity:
+                        moments[name][-1] = 0.0
 
     def _match_parameter_groups(self, state: dict[str, Any]) -> None:
         """Resume an optimiser state saved with the other grouping (one group, from before ``output_lr_scale`` or

@@ -19,8 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def run_train(*overrides: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python train.py OVERRIDES`` from ``cwd`` (not the repo: nothing may depend on the current directory).
 
-    A run past ``timeout`` seconds is killed with every process it started (DDP ranks, loader workers: its own
-    session) and fails the test with the end of its output, so that a hang says where it stopped."""
+    A run past ``timeout`` seconds (keep it under pytest's own timeout) is killed with every process it started
+    (DDP ranks, loader workers: its own session) and fails the test with the end of its output, so that a hang
+    says where it stopped; a test stopped otherwise (pytest's timeout, Ctrl-C) kills it too."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     command = [sys.executable, str(REPO_ROOT / "train.py"), *overrides]
     with subprocess.Popen(
@@ -30,10 +31,13 @@ def run_train(*overrides: str, cwd: Path, timeout: float = 300, check: bool = Tr
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
+            stdout, stderr = process.communicate(timeout=60)
             raise AssertionError(
                 f"train.py ran past {timeout} s and was killed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
             ) from None
+        except BaseException:  # pytest-timeout's signal, Ctrl-C: no run outlives its test
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(

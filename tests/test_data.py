@@ -147,7 +147,9 @@ def test_loader_workers_start_from_a_fork_server_under_ddp_only(tmp_path: Path) 
     datamodule.setup()
     assert datamodule.worker_context() is None and datamodule.train_dataloader().multiprocessing_context is None
     datamodule.trainer = SimpleNamespace(world_size=2, global_rank=1)
-    assert datamodule.train_dataloader().multiprocessing_context.get_start_method() == "forkserver"
+    loader = datamodule.train_dataloader()
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    assert next(iter(loader))["image"].shape == (1, 3, 32, 32)  # the set and its crops reach the workers
     datamodule.num_workers = 0
     assert datamodule.worker_context() is None
 

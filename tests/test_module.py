@@ -311,14 +311,17 @@ def test_exact_identity_gives_back_the_photo_and_gets_no_training_samples() -> N
 
 
 def test_exact_identity_with_feature_noise_is_the_photo_and_its_noise_row_stays_zero() -> None:
-    """The full-resolution noise enters after the last norm: the identity's row of its scale table is pinned at 0
-    (the photo comes back exactly) while the styles' rows learn."""
+    """The full-resolution noise enters after the last norm: the identity's row of its scale table is zero and gets
+    no gradient, even from a blend with a style (the photo comes back exactly), while the styles' rows learn."""
     torch.manual_seed(0)
     module = make_module("style=[starry,wave]", "model.residual_output=true", "model.feature_noise=true")
     scale = module.transformer.noise_scale_full
-    assert scale.shape == (3, module.transformer.output_norm.num_features)
+    assert scale.shape == (3, module.transformer.output_norm.num_features) and bool((scale[2] == 0).all())
     with torch.no_grad():
-        scale[:2].uniform_(-1, 1)  # the styles' rows as training would leave them; the identity's row is 0
+        scale[:2].uniform_(-1, 1)  # the styles' rows as training would leave them
+        module.transformer.output_norm.weight[:2].uniform_(0.5, 1.5)
+    module.transformer(torch.rand(1, 3, 32, 32), torch.tensor([[0.5, 0.0, 0.5]])).sum().backward()
+    assert bool((scale.grad[2] == 0).all()) and bool((scale.grad[0] != 0).any())
     before = scale.detach().clone()
     fit(module, [torch.rand(2, 3, 32, 32) for _ in range(2)])
     photo = torch.randint(0, 256, (1, 3, 37, 41)) / 255.0
@@ -346,5 +349,35 @@ def test_resuming_a_checkpoint_with_one_shared_noise_row_pins_the_identity_and_k
     module.on_load_checkpoint(checkpoint)
     assert torch.equal(state_dict["transformer.noise_scale_full"], torch.stack([row, row, torch.zeros(channels)]))
     saved = optimizer["state"][index]
-    assert torch.equal(saved["exp_avg"], (row * 0.1).expand(3, -1)) and torch.equal(saved["step"], torch.tensor(5.0))
-    assert torch.equal(saved["exp_avg_sq"], (row**2).expand(3, -1))
+    zero = torch.zeros(1, channels)
+    assert torch.equal(saved["exp_avg"], torch.cat([(row * 0.1).expand(2, -1), zero]))
+    assert torch.equal(saved["exp_avg_sq"], torch.cat([(row**2).expand(2, -1), zero]))
+    assert torch.equal(saved["step"], torch.tensor(5.0))
+    configured.load_state_dict(optimizer)  # and Adam takes it
+
+
+def test_a_fine_tuning_run_saved_while_the_noise_table_was_frozen_resumes() -> None:
+    """Fine-tuning runs from before the per-condition noise table had no optimiser entry for it (frozen): on resume
+    it gets its number, the parameters after it move up with their moments, and Adam loads the state."""
+    from nst_fast.assets import asset_path
+
+    painting = asset_path("styles/wave.jpg")
+    base = ("finetune_from=paintings", "model=paintings", "model.base_channels=32", "model.residual_blocks=5")
+    module = make_module("style=[]", f"+style.monet.image={painting}", *base)
+    parameters = [p for group in module.parameter_groups() for p in group["params"]]
+    position = next(i for i, p in enumerate(parameters) if p is module.transformer.noise_scale_full)
+    configured = module.configure_optimizers()
+    configured = configured["optimizer"] if isinstance(configured, dict) else configured
+    current = configured.state_dict()
+    old_numbers = [i for i in range(len(parameters)) if i != position]  # the old run's parameters, renumbered
+    old_state = {new: {"marker": torch.tensor(float(i))} for new, i in enumerate(old_numbers)}
+    old_groups, taken = [], 0
+    for group in current["param_groups"]:
+        size = len(group["params"]) - int(position in group["params"])
+        old_groups.append({**group, "params": list(range(taken, taken + size))})
+        taken += size
+    state = {"state": old_state, "param_groups": old_groups}
+    module.on_load_checkpoint({"state_dict": {}, "optimizer_states": [state]})
+    assert sorted(state["state"]) == old_numbers and position not in state["state"]
+    assert all(float(moments["marker"]) == index for index, moments in state["state"].items())
+    assert [group["params"] for group in state["param_groups"]] == [g["params"] for g in current["param_groups"]]

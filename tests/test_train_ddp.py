@@ -32,9 +32,10 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
         "data=folder",
         f"data.root={tmp_path / 'photos'}",
         "data.samples_per_epoch=8",
+        "data.num_workers=2",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
-        timeout=600,
+        timeout=540,
     )
     # Both ranks trained: each wrote its own job log from the module's start-of-training message.
     logs = [(run_dir / "train.log").read_text(), (run_dir / "train_ddp_process_1.log").read_text()]

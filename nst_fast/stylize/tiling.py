@@ -177,10 +177,16 @@ class StagedModel:
         with self._lock:
             if self._sessions is None:
                 with zipfile.ZipFile(self.path) as archive:
-                    self._shared = {
-                        name: np.load(io.BytesIO(archive.read(file)), allow_pickle=False)
-                        for name, file in self.plan.get("shared", {}).items()
-                    }
+                    try:
+                        self._shared = {
+                            name: np.load(io.BytesIO(archive.read(file)), allow_pickle=False)
+                            for name, file in self.plan.get("shared", {}).items()
+                        }
+                    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+                        raise StylizeError(
+                            f"{self.path}: a tensor its passes share is missing or damaged ({error}): export the "
+                            "model again"
+                        ) from error
                     self._sessions = [self.make_session(archive.read(step["file"])) for step in self.plan["passes"]]
             return self._sessions
 
