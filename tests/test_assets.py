@@ -66,9 +66,13 @@ def test_the_bundled_checkpoint_is_the_exported_network() -> None:
 
 def test_a_photo_in_one_command_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``nst-stylize photo.jpg -o out.jpg --style wave``: the bundled model, each style its own picture, strength 0
-    near the photo."""
+    the photo itself."""
     rgb = pattern(48, 64, seed=3)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
+    assert (
+        main([str(tmp_path / "photo.png"), "-o", str(tmp_path / "zero.png"), "--style", "wave", "--strength", "0"]) == 0
+    )
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "zero.png")), rgb)
     outputs = {}
     for style in PAINTINGS:
         assert main([str(tmp_path / "photo.png"), "-o", str(tmp_path / f"{style}.png"), "--style", style]) == 0
