@@ -21,7 +21,7 @@ import torch
 
 from nst_fast import __version__
 from nst_fast.errors import NstFastError
-from nst_fast.models.transformer import TransformerNet
+from nst_fast.models.transformer import TransformerNet, rows_per_condition
 
 CHECKPOINT_KEY = "nst_fast"
 #: Name of the identity condition (content cost only: gives back the photo) in logs and metadata.
@@ -131,9 +131,7 @@ def pin_identity_noise(state: dict[str, torch.Tensor], key: str, num_conditions:
     ``state`` in place; a table is left as it is."""
     scale = state.get(key)
     if scale is not None and scale.dim() == 1 and num_conditions > 1:
-        table = scale.expand(num_conditions, -1).clone()
-        table[-1] = 0.0
-        state[key] = table
+        state[key] = rows_per_condition(scale, num_conditions, zero_last=True)
 
 
 def load_transformer(

@@ -16,7 +16,7 @@ from torch import Tensor
 from nst_fast.checkpoint import CHECKPOINT_KEY, IDENTITY_NAME, checkpoint_metadata, pin_identity_noise
 from nst_fast.errors import ConfigError, NonFiniteLossError
 from nst_fast.losses import perturb, stability_cost
-from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
+from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet, rows_per_condition
 from nst_fast.perceptual import IDENTITY, Costs, PerceptualLoss
 
 log = logging.getLogger(__name__)
@@ -401,9 +401,7 @@ class StyleTransferModule(pl.LightningModule):
             shape = parameters[index].shape
             for name, value in moments.items():
                 if torch.is_tensor(value) and len(shape) == 2 and value.shape == shape[1:]:
-                    moments[name] = value.expand(shape).clone()
-                    if self.exact_identity:
-                        moments[name][-1] = 0.0
+                    moments[name] = rows_per_condition(value, shape[0], zero_last=self.exact_identity)
 
     def _match_parameter_groups(self, state: dict[str, Any]) -> None:
         """Resume an optimiser state saved with the other grouping (one group, from before ``output_lr_scale`` or
@@ -438,15 +436,11 @@ def pin_exact_identity(network: TransformerNet, condition: int) -> None:
         raise ValueError("an exact identity needs a network with conditional instance norms (two or more conditions)")
     row = torch.ones(network.num_conditions, 1)
     row[condition] = 0.0
+    tables = [norm.weight, norm.bias, *([network.noise_scale_full] if network.feature_noise else [])]
     with torch.no_grad():
-        norm.weight[condition] = 0.0
-        norm.bias[condition] = 0.0
+        for table in tables:
+            table[condition] = 0.0
         network.photo_gain[condition] = 1.0
-    tables = [norm.weight, norm.bias]
-    if network.feature_noise:
-        with torch.no_grad():
-            network.noise_scale_full[condition] = 0.0
-        tables.append(network.noise_scale_full)
     for parameter in tables:
         parameter.register_hook(lambda grad, mask=row: grad * mask.to(grad))
     gain_row = row.flatten()

@@ -250,6 +250,16 @@ NOISE_STREAM_SHIFT = (131, 337)
 LOGIT_EPS = 1.0 / 512.0
 
 
+def rows_per_condition(row: Tensor, num_conditions: int, zero_last: bool = False) -> Tensor:
+    """A tensor saved as one row ``[C]`` for every condition, as the table ``[num_conditions, C]`` of that row (the
+    full-resolution noise scale before it was a row per condition, and its optimiser moments); ``zero_last``: the
+    last row, an exact identity's, zero."""
+    table = row.expand(num_conditions, -1).clone()
+    if zero_last:
+        table[-1] = 0.0
+    return table
+
+
 def logit(x: Tensor) -> Tensor:
     """``log(x / (1 - x))`` of ``x`` clamped to ``[LOGIT_EPS, 1 - LOGIT_EPS]`` (exported as plain ONNX ops)."""
     clamped = x.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
@@ -373,7 +383,7 @@ class TransformerNet(nn.Module):
         key = f"{prefix}noise_scale_full"
         scale = state_dict.get(key)
         if self.num_conditions > 1 and scale is not None and scale.dim() == 1:
-            state_dict[key] = scale.expand(self.num_conditions, -1).clone()
+            state_dict[key] = rows_per_condition(scale, self.num_conditions)
 
     def _noise(self, height: int, width: int, stride: int = 1) -> Tensor:
         """``noise_pattern`` over ``[1, 3, height, width]``, repeated, from a random place in training and from
